@@ -1,0 +1,140 @@
+//! The database: connecting to SQLite or PostgreSQL, and the schema.
+//!
+//! One relational database holds everything (DESIGN.md section 3). SQLite is
+//! the default: one file in WAL mode with `synchronous=FULL`, so an
+//! acknowledged write survives a crash. PostgreSQL serves several hosts.
+//! Queries are plain SQL written once with `$N` placeholders, which both
+//! backends accept; timestamps are BIGINT microseconds and JSON is TEXT, so
+//! the same statements run on both.
+
+mod migrations;
+
+pub use migrations::migrate;
+
+use sea_orm::{DatabaseConnection, DbBackend, DbErr, Statement, Value};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL is neither `sqlite:` nor `postgres:`/`postgresql:`.
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
+    UnsupportedUrl(String),
+    /// The URL could not be parsed by the driver.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(#[source] sqlx::Error),
+    /// The directory for the SQLite file could not be created.
+    #[error("cannot create the directory for the SQLite file {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The first connection failed.
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+}
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Most connections in the pool.
+    pub max_connections: u32,
+    /// How long to wait for a connection before giving up (the request then
+    /// fails UNAVAILABLE rather than hanging).
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// True when the URL names a SQLite database.
+pub fn is_sqlite_url(url: &str) -> bool {
+    url.starts_with("sqlite:")
+}
+
+/// Opens a pool on `url` (`sqlite://PATH[?mode=rwc]` or `postgres://...`).
+/// A SQLite file and its directory are created when missing.
+pub async fn connect(url: &str, settings: &PoolSettings) -> Result<DatabaseConnection, ConnectError> {
+    if is_sqlite_url(url) {
+        use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(ConnectError::InvalidUrl)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_dir(dir)?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(ConnectError::Connect)?;
+        Ok(DatabaseConnection::from(pool))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+        let options = PgConnectOptions::from_str(url).map_err(ConnectError::InvalidUrl)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(ConnectError::Connect)?;
+        Ok(sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool))
+    } else {
+        Err(ConnectError::UnsupportedUrl(url.to_owned()))
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<(), ConnectError> {
+    std::fs::create_dir_all(dir).map_err(|source| ConnectError::CreateDir {
+        path: dir.display().to_string(),
+        source,
+    })
+}
+
+/// A statement for `backend` with `$N` placeholders bound to `values`.
+pub fn stmt<I>(backend: DbBackend, sql: &str, values: I) -> Statement
+where
+    I: IntoIterator<Item = Value>,
+{
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// `$first, $first+1, ...` for `count` placeholders, for `IN (...)` lists
+/// and multi-row inserts.
+pub fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// True when the error means the database is unreachable (connection
+/// refused, pool timed out, connection lost), as opposed to a bad query.
+pub fn is_unavailable(err: &DbErr) -> bool {
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(e) | DbErr::Query(e) => {
+            let text = e.to_string();
+            ["connection", "pool timed out", "broken pipe", "terminating", "shutting down", "closed", "database is locked", "the database system"]
+                .iter()
+                .any(|needle| text.contains(needle))
+        }
+        _ => false,
+    }
+}

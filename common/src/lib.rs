@@ -1,0 +1,41 @@
+//! Shared pieces of the Pulp scheduler and worker.
+//!
+//! # Layout
+//! - [`proto`]: the gRPC contract generated from `proto/` (protox, no system
+//!   `protoc`), plus the encoded descriptor set for reflection.
+//! - [`names`]: validated domain types built once at the gRPC edge
+//!   (`TaskName`, `ResourceName`, `TaskId`, ...). Prost types stop there.
+//! - [`state`]: the task state machine (`TaskState`) and its string form in
+//!   the database.
+//! - [`json`]: conversions between protobuf `Value`/`Struct`/`ListValue` and
+//!   `serde_json`, which is what the database stores.
+//! - [`time`]: timestamps as microseconds since the epoch (the database form)
+//!   and as protobuf `Timestamp`.
+//! - [`db`]: connecting to SQLite or PostgreSQL and migrating the schema.
+//!   Both services run the same migrations.
+//! - [`catalog`]: the task names that ship with the worker.
+//! - [`telemetry`]: the tracing subscriber both binaries install.
+
+pub mod catalog;
+pub mod db;
+pub mod json;
+pub mod names;
+pub mod state;
+pub mod telemetry;
+pub mod time;
+
+/// Generated gRPC code for the public contract.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    /// `pulp.tasking.v1`: tasks, task groups, workers.
+    pub mod tasking {
+        /// Version 1 of the tasking API.
+        pub mod v1 {
+            tonic::include_proto!("pulp.tasking.v1");
+        }
+    }
+
+    /// The encoded `FileDescriptorSet` of every proto file, for reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/pulp_descriptor.bin"));
+}
