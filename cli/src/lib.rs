@@ -1,1 +1,59 @@
-//! placeholder
+//! `pulpctl`, the command-line client of the Pulp task scheduler.
+//!
+//! # Layout
+//! - [`cli`]: the command line (clap). Values are validated while parsing
+//!   through [`input`] (`--args` must be a JSON list, `--kwargs` a JSON
+//!   object, states parse in any case), so bad input is a usage error before
+//!   anything is sent.
+//! - [`client`]: connects to the scheduler and hands out the generated
+//!   clients of `Tasks`, `TaskGroups` and `Workers` on one channel.
+//! - [`tasks`], [`groups`], [`workers`]: one function per command; each
+//!   sends its request(s) and gives the answer to the printer.
+//! - [`watch`]: follows a task over `Tasks.WatchTask` with a live display on
+//!   stderr (`watch`, `dispatch --wait`).
+//! - [`output`]: tables and key/value views for people, JSON for programs.
+//! - [`error`]: [`CliError`], which shows gRPC codes by name.
+//!
+//! Data flows `Cli` → [`run`] → a command function → the scheduler → the
+//! [`output::Printer`] on the caller's writer. Only results go to that
+//! writer (stdout in the binary); live progress and notes go to stderr, so
+//! `--json` output is exactly one document. [`run`] takes the writer so that
+//! tests can capture what a command prints.
+
+pub mod cli;
+pub mod client;
+pub mod error;
+pub mod groups;
+pub mod input;
+pub mod output;
+pub mod tasks;
+pub mod watch;
+pub mod workers;
+
+use std::io::Write;
+
+pub use cli::{Cli, Command, DispatchArgs, GroupCommand, ListArgs};
+pub use client::Scheduler;
+pub use error::CliError;
+
+/// Runs one parsed command against the scheduler named in `cli`, printing
+/// its result to `out`; returns the process exit code (0, or 1 for a
+/// followed task that did not complete).
+pub async fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<i32> {
+    Ok(execute(cli, out).await?)
+}
+
+/// [`run`] with the layer's own error type.
+pub async fn execute<W: Write>(cli: Cli, out: &mut W) -> Result<i32, CliError> {
+    let scheduler = Scheduler::connect(&cli.scheduler).await?;
+    let mut printer = output::Printer::new(out, cli.json);
+    match cli.command {
+        Command::Dispatch(args) => tasks::dispatch(&scheduler, args, &mut printer).await,
+        Command::Get { id } => tasks::get(&scheduler, &id, &mut printer).await,
+        Command::List(args) => tasks::list(&scheduler, args, &mut printer).await,
+        Command::Cancel { id } => tasks::cancel(&scheduler, &id, &mut printer).await,
+        Command::Watch { id } => tasks::wait_for(&scheduler, &id, &mut printer).await,
+        Command::Workers => workers::list(&scheduler, &mut printer).await,
+        Command::Group(command) => groups::run(&scheduler, command, &mut printer).await,
+    }
+}

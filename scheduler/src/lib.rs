@@ -1,1 +1,129 @@
-//! placeholder
+//! The Pulp task scheduler: tasks that reserve resources, assigned to
+//! workers over gRPC streams.
+//!
+//! # Layout
+//! - [`config`]: flags and `PULP_*` settings.
+//! - [`api`]: the gRPC services. Requests are validated into domain types
+//!   ([`task`]) at this edge; reads go to [`store`], writes to the engine.
+//! - [`engine`]: the single owner of scheduling state. It applies commands in
+//!   rounds, one transaction each (group commit), keeps the per-resource
+//!   queues of [`reservations`], pushes assignments down worker streams, and
+//!   fails the tasks of workers whose lease lapses.
+//! - [`store`]: SQL for tasks, groups and workers (SQLite or PostgreSQL).
+//! - [`health`]: `grpc.health.v1`, following the database's reachability.
+//! - [`quickstart`]: worker processes for the one-command quick start.
+//!
+//! # Data flow
+//! `Dispatch` -> validate -> engine round: INSERT, add to reservations, find
+//! runnable tasks, claim them for free worker slots (conditional UPDATE) ->
+//! COMMIT -> reply to the client, push `Assignment`s. A worker's
+//! `TaskFinished` -> engine round: conditional UPDATE fenced by worker and
+//! attempt, release reservations, assign what became runnable -> COMMIT ->
+//! `ResultAck`, next assignments. `WatchTask` follows the engine's change
+//! feed and re-reads the task from the database.
+
+pub mod api;
+pub mod config;
+pub mod engine;
+pub mod health;
+pub mod quickstart;
+pub mod reservations;
+pub mod store;
+pub mod task;
+
+pub use config::Config;
+
+use anyhow::Context;
+use api::{task_groups::TaskGroupsService, tasks::TasksService, workers::WorkersService};
+use engine::{Engine, EngineSettings};
+use pulp_common::proto::tasking::v1::{
+    task_groups_server::TaskGroupsServer, tasks_server::TasksServer, workers_server::WorkersServer,
+};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+use tracing::info;
+
+/// Runs the scheduler on a bound `listener` until `shutdown` fires: connects
+/// to and migrates the database, starts the engine and serves gRPC.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let url = config.database_url();
+    let settings = pulp_common::db::PoolSettings {
+        max_connections: config.db_max_connections,
+        ..Default::default()
+    };
+    let db = pulp_common::db::connect(&url, &settings)
+        .await
+        .with_context(|| format!("open the database {}", redact(&url)))?;
+    pulp_common::db::migrate(&db).await.context("migrate the database")?;
+
+    let engine_stop = CancellationToken::new();
+    let (engine, engine_task) = Engine::spawn(
+        db.clone(),
+        EngineSettings {
+            worker_ttl: config.worker_ttl()?,
+            ..Default::default()
+        },
+        engine_stop.clone(),
+    );
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    health::set_all(&reporter, ServingStatus::Serving).await;
+    let monitor = tokio::spawn(health::monitor(db.clone(), reporter, shutdown.child_token()));
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pulp_common::proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("build the reflection service")?;
+
+    let address = listener.local_addr()?;
+    let mut workers = if config.spawn_workers > 0 {
+        quickstart::spawn_workers(config.spawn_workers, address, &config.data_dir)?
+    } else {
+        Vec::new()
+    };
+    info!(%address, database = %redact(&url), "scheduler serving");
+
+    // Streams (workers, watches) end when the engine stops, which lets the
+    // server's graceful shutdown complete.
+    let stop_streams = {
+        let shutdown = shutdown.clone();
+        let engine_stop = engine_stop.clone();
+        async move {
+            shutdown.cancelled().await;
+            info!("shutting down: closing worker streams");
+            engine_stop.cancel();
+        }
+    };
+    let serve = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(TasksServer::new(TasksService::new(engine.clone(), db.clone())))
+        .add_service(TaskGroupsServer::new(TaskGroupsService::new(engine.clone(), db.clone())))
+        .add_service(WorkersServer::new(WorkersService::new(engine.clone(), db.clone())))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_streams);
+    let served = serve.await;
+    engine_stop.cancel();
+    let _ = engine_task.await;
+    let _ = monitor.await;
+    for worker in &mut workers {
+        let _ = worker.start_kill();
+    }
+    db.close().await.ok();
+    info!("scheduler stopped");
+    served.context("serve gRPC")
+}
+
+/// The URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &userinfo[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

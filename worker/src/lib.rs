@@ -1,1 +1,216 @@
-//! placeholder
+//! The Pulp worker: connects to a `pulp-scheduler`, receives task
+//! assignments over one bidirectional gRPC stream, and runs each task in its
+//! own working directory.
+//!
+//! # Layout
+//! - [`config`]: flags and `PULP_*` variables ([`Config`]).
+//! - [`registry`]: task name -> implementation ([`TaskRegistry`]); its names
+//!   go into `Hello.funcs`.
+//! - [`tasks`]: the implementations that ship (`noop`, `sleep`, `fail`,
+//!   `panic`).
+//! - [`context`]: what a running task gets ([`TaskContext`]).
+//! - [`outcome`]: a task's error type ([`TaskError`]) and how a run ended.
+//! - [`progress`]: progress reports from tasks, coalesced per code.
+//! - [`workdir`]: `<root>/<task-id>/<random>/` directories and the stale
+//!   cleanup at start.
+//! - `runner`: runs one assignment: working directory, spawn, cancellation,
+//!   timeout, abort after the grace, clean-up.
+//! - `session`: one `Workers.Connect` stream: Hello, Welcome, send, receive.
+//! - `connection`: the event loop that owns the worker's state across
+//!   sessions: assignments, results until acknowledged, reconnects, drain.
+//! - `results`, `backoff`: unacknowledged results and retry delays.
+//! - [`health`]: `grpc.health.v1`, SERVING while connected and not draining.
+//! - [`error`]: the worker's own errors ([`WorkerError`]).
+//!
+//! # Data flow
+//! ```text
+//! scheduler --Assignment--> session --> connection --Job--> runner --> task(TaskContext)
+//!                                          ^    |                        | progress
+//!                                          |    +------ ProgressHub <----+
+//! scheduler <--TaskFinished/Progress-- connection <--Finished-- runner
+//! scheduler --ResultAck--> connection (forget, or keep and re-send)
+//! ```
+//!
+//! [`run`] is what the binary calls; [`run_with`] lets tests add tasks and
+//! bind the health server to port 0.
+
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod health;
+pub mod outcome;
+pub mod progress;
+pub mod registry;
+pub mod tasks;
+pub mod workdir;
+
+mod backoff;
+mod connection;
+mod results;
+mod runner;
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use pulp_common::names::{TaskName, WorkerName};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+use tracing::info;
+
+pub use config::{Config, HealthListen};
+pub use context::TaskContext;
+pub use error::WorkerError;
+pub use outcome::TaskError;
+pub use progress::ProgressReport;
+pub use registry::{TaskFn, TaskRegistry, TaskResult};
+
+use connection::{Connection, Setup};
+use runner::RunnerSettings;
+
+/// How long a TCP connection to the scheduler may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 pings detect a dead connection to the scheduler within about
+/// twice this.
+const KEEPALIVE: Duration = Duration::from_secs(10);
+
+/// Runs the worker with the shipped tasks until `shutdown` fires and the
+/// drain is over. The health server listens on `config.health_listen`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with(config, TaskRegistry::builtin(), None, shutdown).await
+}
+
+/// Runs the worker with the tasks of `registry`. When `health_listener` is
+/// given the health server uses it instead of `config.health_listen`.
+/// Returns once `shutdown` has fired and running tasks finished (or were
+/// stopped after the shutdown grace) and their results were acknowledged
+/// (or 5 s passed). Each call is its own worker instance (its own
+/// `Hello.instance_id`).
+pub async fn run_with(
+    config: Config,
+    registry: TaskRegistry,
+    health_listener: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let setup = validate(&config, &registry)?;
+    let root = setup.runner.working_root.clone();
+    let _root_lock = workdir::lock_root(&root)?;
+    let cleared = {
+        let root = root.clone();
+        tokio::task::spawn_blocking(move || workdir::clear_stale(&root))
+            .await
+            .context("clear stale working directories")?
+    }
+    .map_err(|source| WorkerError::WorkingDir {
+        path: root.clone(),
+        source,
+    })?;
+
+    let listener = match (health_listener, config.health_listen) {
+        (Some(listener), _) => Some(listener),
+        (None, HealthListen::Disabled) => None,
+        (None, HealthListen::Addr(addr)) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| WorkerError::HealthBind { addr, source })?,
+        ),
+    };
+    let (health, health_server) = health::start(listener).await;
+
+    info!(
+        worker = %setup.name,
+        slots = setup.slots,
+        funcs = ?registry.names().collect::<Vec<_>>(),
+        scheduler = %setup.endpoint.uri(),
+        working_dir = %root.display(),
+        stale_dirs_removed = cleared,
+        "worker starting"
+    );
+    Connection::new(setup, registry, health).run(shutdown).await;
+    health_server.shutdown().await;
+    info!("worker stopped");
+    Ok(())
+}
+
+/// Checks the configuration once and turns it into the loop's settings.
+fn validate(config: &Config, registry: &TaskRegistry) -> Result<Setup, WorkerError> {
+    let name = WorkerName::parse(&config.name)
+        .map_err(|e| WorkerError::Config(format!("--name: {e}")))?;
+    if !(1..=config::MAX_SLOTS).contains(&config.slots) {
+        return Err(WorkerError::Config(format!(
+            "--slots is {}; use 1 to {}",
+            config.slots,
+            config::MAX_SLOTS
+        )));
+    }
+    if registry.is_empty() {
+        return Err(WorkerError::Config("no task is registered".into()));
+    }
+    for func in registry.names() {
+        TaskName::parse(func)
+            .map_err(|e| WorkerError::Config(format!("registered task {func:?}: {e}")))?;
+    }
+    let endpoint = Endpoint::from_shared(config.scheduler.clone()).map_err(|e| {
+        WorkerError::Config(format!("--scheduler {:?} is not a URL: {e}", config.scheduler))
+    })?;
+    if endpoint.uri().scheme_str() != Some("http") {
+        return Err(WorkerError::Config(format!(
+            "--scheduler {:?}: use an http:// URL (TLS is not supported yet)",
+            config.scheduler
+        )));
+    }
+    let endpoint = endpoint
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE)
+        .keep_alive_while_idle(true);
+    let working_root = std::path::absolute(&config.working_dir).map_err(|source| {
+        WorkerError::WorkingDir {
+            path: config.working_dir.clone(),
+            source,
+        }
+    })?;
+    Ok(Setup {
+        name: name.as_str().to_owned(),
+        slots: config.slots,
+        instance_id: uuid::Uuid::new_v4(),
+        endpoint,
+        shutdown_grace: config.shutdown_grace,
+        runner: Arc::new(RunnerSettings {
+            working_root,
+            cancel_grace: config.cancel_grace,
+            default_timeout: config.default_timeout,
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_refuses_bad_settings() {
+        let registry = TaskRegistry::builtin();
+        let ok = Config::for_tests("http://127.0.0.1:1", "/tmp/x");
+        assert!(validate(&ok, &registry).is_ok());
+
+        let mut bad = ok.clone();
+        bad.name = "a b".into();
+        assert!(validate(&bad, &registry).is_err());
+        let mut bad = ok.clone();
+        bad.slots = 0;
+        assert!(validate(&bad, &registry).is_err());
+        let mut bad = ok.clone();
+        bad.scheduler = "https://x:1".into();
+        assert!(validate(&bad, &registry).is_err());
+        let mut bad = ok.clone();
+        bad.scheduler = "not a url".into();
+        assert!(validate(&bad, &registry).is_err());
+        assert!(validate(&ok, &TaskRegistry::new()).is_err());
+        let mut registry = TaskRegistry::new();
+        registry.register("bad name", |_| async { Ok(serde_json::Value::Null) });
+        assert!(validate(&ok, &registry).is_err());
+    }
+}

@@ -119,7 +119,7 @@ impl MigrationTrait for M0001Tasking {
                 instance_id VARCHAR(64) NOT NULL,
                 state VARCHAR(16) NOT NULL,
                 funcs TEXT NOT NULL,
-                slots INTEGER NOT NULL,
+                slots BIGINT NOT NULL,
                 version TEXT NOT NULL,
                 connected_at BIGINT NOT NULL,
                 last_heartbeat BIGINT NOT NULL

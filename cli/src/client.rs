@@ -1,0 +1,59 @@
+//! The connection to the scheduler and the generated clients on it.
+//!
+//! The generated clients have no `connect` constructor: one
+//! [`tonic::transport::Endpoint`] is connected eagerly (so a wrong address
+//! fails at once with a clear message), and each client wraps a clone of the
+//! same channel.
+
+use std::time::Duration;
+
+use pulp_common::proto::tasking::v1::{
+    task_groups_client::TaskGroupsClient, tasks_client::TasksClient, workers_client::WorkersClient,
+};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::CliError;
+
+/// How long to wait for the TCP (and HTTP/2) connection to the scheduler.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connected scheduler.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    channel: Channel,
+}
+
+impl Scheduler {
+    /// Connects to the scheduler at `url` (e.g. `http://127.0.0.1:50051`).
+    pub async fn connect(url: &str) -> Result<Self, CliError> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|source| CliError::InvalidUrl {
+                url: url.to_owned(),
+                source,
+            })?
+            .connect_timeout(CONNECT_TIMEOUT);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|source| CliError::Connect {
+                url: url.to_owned(),
+                source,
+            })?;
+        Ok(Scheduler { channel })
+    }
+
+    /// A client of the `Tasks` service.
+    pub fn tasks(&self) -> TasksClient<Channel> {
+        TasksClient::new(self.channel.clone())
+    }
+
+    /// A client of the `TaskGroups` service.
+    pub fn groups(&self) -> TaskGroupsClient<Channel> {
+        TaskGroupsClient::new(self.channel.clone())
+    }
+
+    /// A client of the `Workers` service.
+    pub fn workers(&self) -> WorkersClient<Channel> {
+        WorkersClient::new(self.channel.clone())
+    }
+}

@@ -1,0 +1,75 @@
+//! Scheduler settings: flags, each with a `PULP_*` environment variable and
+//! a documented default.
+
+use pulp_common::telemetry::LogFormat;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `pulp-scheduler` settings.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "pulp-scheduler", version, about = "The Pulp task scheduler: a gRPC API over tasks that reserve resources")]
+pub struct Config {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "PULP_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Directory for local state: the default SQLite database, and the
+    /// quick-start workers' working directories.
+    #[arg(long, env = "PULP_DATA_DIR", default_value = ".pulp")]
+    pub data_dir: PathBuf,
+
+    /// Database URL: `sqlite://PATH` or `postgres://USER@HOST:PORT/DB`.
+    /// Default: the SQLite file `<data-dir>/pulp.sqlite`, created if missing.
+    #[arg(long, env = "PULP_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Seconds a worker may go without a heartbeat before it is lost and
+    /// its running tasks fail ("worker lost").
+    #[arg(long, env = "PULP_WORKER_TTL", default_value_t = 30.0)]
+    pub worker_ttl: f64,
+
+    /// Most database connections in the pool.
+    #[arg(long, env = "PULP_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// Log format: `pretty` or `json`.
+    #[arg(long, env = "PULP_LOG_FORMAT", default_value = "pretty")]
+    pub log_format: LogFormat,
+
+    /// Quick start: also launch this many `pulp-worker` processes (found
+    /// next to this binary) connected to this scheduler, and stop them on
+    /// exit.
+    #[arg(long, env = "PULP_SPAWN_WORKERS", default_value_t = 0)]
+    pub spawn_workers: u32,
+}
+
+impl Config {
+    /// Settings for a scheduler on `database_url`, everything else default.
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Config {
+            listen: "127.0.0.1:0".parse().expect("a valid address"),
+            data_dir: PathBuf::from(".pulp"),
+            database_url: Some(database_url.into()),
+            worker_ttl: 30.0,
+            db_max_connections: 16,
+            log_format: LogFormat::Pretty,
+            spawn_workers: 0,
+        }
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("pulp.sqlite").display())
+        })
+    }
+
+    /// The worker TTL, validated.
+    pub fn worker_ttl(&self) -> anyhow::Result<Duration> {
+        if !(self.worker_ttl.is_finite() && self.worker_ttl >= 0.1 && self.worker_ttl <= 86_400.0) {
+            anyhow::bail!("--worker-ttl {} is out of range: give 0.1 to 86400 seconds", self.worker_ttl);
+        }
+        Ok(Duration::from_secs_f64(self.worker_ttl))
+    }
+}

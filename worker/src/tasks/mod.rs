@@ -1,0 +1,20 @@
+//! The task implementations that ship with the worker.
+//!
+//! Each submodule holds plain `async fn(TaskContext) -> TaskResult` bodies;
+//! [`register_builtin`] puts them into a [`TaskRegistry`] under the names
+//! of `pulp_common::catalog`, which is how the scheduler knows them.
+
+pub mod diagnostic;
+
+use pulp_common::catalog;
+
+use crate::registry::TaskRegistry;
+
+/// Registers every shipped task.
+pub fn register_builtin(registry: &mut TaskRegistry) {
+    registry
+        .register(catalog::NOOP, diagnostic::noop)
+        .register(catalog::SLEEP, diagnostic::sleep)
+        .register(catalog::FAIL, diagnostic::fail)
+        .register(catalog::PANIC, diagnostic::panic);
+}
