@@ -1,1 +1,400 @@
-//! placeholder
+//! The end-to-end test harness: a real scheduler (`pulp_scheduler::run`) on
+//! a real database, real workers (`pulp_worker::run_with`), all talking real
+//! gRPC over loopback.
+//!
+//! - [`TestDb`]: a fresh database per test: a SQLite file in a temporary
+//!   directory, or a PostgreSQL database named by a UUID on the machine's
+//!   server (`PULP_TEST_POSTGRES_URL`, default
+//!   `postgres://postgres@127.0.0.1:5432/test`), dropped afterwards.
+//! - [`TestApp`]: the scheduler on port 0 plus generated clients, and
+//!   in-process workers started and stopped on demand.
+//! - [`both_databases!`]: runs each scenario once per backend. Without a
+//!   reachable PostgreSQL the PostgreSQL variants are skipped, except under
+//!   `CI=true`, where they fail.
+//!
+//! Logs are silent unless `TEST_LOG=1`.
+
+use anyhow::Context;
+use pulp_common::proto::tasking::v1 as pb;
+use pulp_common::proto::tasking::v1::{
+    task_groups_client::TaskGroupsClient, tasks_client::TasksClient, workers_client::WorkersClient,
+};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+pub use pulp_worker::TaskRegistry;
+
+/// A generous bound for anything a test waits on.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Which database a scenario runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file.
+    Sqlite,
+    /// A PostgreSQL database.
+    Postgres,
+}
+
+/// The PostgreSQL server tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("PULP_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Installs a log subscriber when `TEST_LOG` is set.
+pub fn init_logs() {
+    if std::env::var("TEST_LOG").is_ok() {
+        pulp_common::telemetry::init(pulp_common::telemetry::LogFormat::Pretty);
+    }
+}
+
+/// A database for one test, removed when dropped.
+pub struct TestDb {
+    url: String,
+    postgres_name: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    /// A fresh database, or `None` when PostgreSQL is unreachable outside
+    /// CI (the test is then skipped with a message).
+    pub async fn new(backend: Backend) -> Option<TestDb> {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        match backend {
+            Backend::Sqlite => Some(TestDb {
+                url: format!("sqlite://{}?mode=rwc", dir.path().join("pulp.sqlite").display()),
+                postgres_name: None,
+                _dir: dir,
+            }),
+            Backend::Postgres => {
+                let name = format!("pulp_test_{}", uuid::Uuid::new_v4().simple());
+                match create_postgres_database(&name).await {
+                    Ok(url) => Some(TestDb {
+                        url,
+                        postgres_name: Some(name),
+                        _dir: dir,
+                    }),
+                    Err(err) if !in_ci() => {
+                        eprintln!("skipped: PostgreSQL is not reachable ({err:#})");
+                        None
+                    }
+                    Err(err) => panic!("PostgreSQL is required under CI=true: {err:#}"),
+                }
+            }
+        }
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+async fn create_postgres_database(name: &str) -> anyhow::Result<String> {
+    use sqlx::Connection;
+    let admin = postgres_admin_url();
+    let mut conn = tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin))
+        .await
+        .context("connect to PostgreSQL: timed out")??;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await?;
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
+    Ok(format!("{base}/{name}"))
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.postgres_name.take() else { return };
+        // Drop runs outside async: use a small runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&postgres_admin_url()).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+                    .execute(&mut conn)
+                    .await?;
+                anyhow::Ok(())
+            })
+        })
+        .join();
+    }
+}
+
+/// A worker running in this process.
+pub struct TestWorker {
+    /// Its name.
+    pub name: String,
+    stop: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestWorker {
+    /// Stops it gracefully (drain) and waits for it.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        tokio::time::timeout(WAIT, self.handle).await.context("worker did not stop")??
+    }
+
+    /// Stops it at once, as if the process died: its stream drops.
+    pub fn kill(self) {
+        self.handle.abort();
+    }
+}
+
+/// A scheduler on a fresh database, with clients.
+pub struct TestApp {
+    /// The database.
+    pub db: TestDb,
+    /// The scheduler's address.
+    pub address: SocketAddr,
+    /// A channel to it.
+    pub channel: Channel,
+    /// Working directories of the test's workers live under here.
+    pub work_root: tempfile::TempDir,
+    stop: CancellationToken,
+    scheduler: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// Starts a scheduler on a fresh `backend` database; `None` when the
+    /// backend is unavailable outside CI.
+    pub async fn spawn(backend: Backend) -> Option<TestApp> {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// As [`spawn`](Self::spawn), adjusting the scheduler's settings first.
+    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut pulp_scheduler::Config)) -> Option<TestApp> {
+        init_logs();
+        let db = TestDb::new(backend).await?;
+        let mut config = pulp_scheduler::Config::new(db.url());
+        adjust(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let stop = CancellationToken::new();
+        let scheduler = tokio::spawn(pulp_scheduler::run(config, listener, stop.clone()));
+        let channel = Endpoint::from_shared(format!("http://{address}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect to the scheduler");
+        let app = TestApp {
+            db,
+            address,
+            channel,
+            work_root: tempfile::tempdir().expect("temporary directory"),
+            stop,
+            scheduler: Some(scheduler),
+        };
+        app.wait_until_serving().await;
+        Some(app)
+    }
+
+    /// Waits until the scheduler's health turns SERVING.
+    pub async fn wait_until_serving(&self) {
+        wait_for_health(self.channel.clone(), tonic_health::pb::health_check_response::ServingStatus::Serving).await;
+    }
+
+    /// The scheduler's URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// A Tasks client.
+    pub fn tasks(&self) -> TasksClient<Channel> {
+        TasksClient::new(self.channel.clone())
+    }
+
+    /// A TaskGroups client.
+    pub fn groups(&self) -> TaskGroupsClient<Channel> {
+        TaskGroupsClient::new(self.channel.clone())
+    }
+
+    /// A Workers client.
+    pub fn workers(&self) -> WorkersClient<Channel> {
+        WorkersClient::new(self.channel.clone())
+    }
+
+    /// Starts a worker with the built-in tasks and `slots` slots.
+    pub async fn start_worker(&self, name: &str, slots: u32) -> TestWorker {
+        self.start_worker_with(name, slots, TaskRegistry::builtin(), |_| {}).await
+    }
+
+    /// Starts a worker with the tasks of `registry`, adjusting its config.
+    pub async fn start_worker_with(
+        &self,
+        name: &str,
+        slots: u32,
+        registry: TaskRegistry,
+        adjust: impl FnOnce(&mut pulp_worker::Config),
+    ) -> TestWorker {
+        let mut config = pulp_worker::Config::for_tests(self.url(), self.work_dir(name));
+        config.name = name.to_owned();
+        config.slots = slots;
+        adjust(&mut config);
+        let health = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let health_address = health.local_addr().expect("address");
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(pulp_worker::run_with(config, registry, Some(health), stop.clone()));
+        let channel = Endpoint::from_shared(format!("http://{health_address}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect to the worker's health server");
+        // A worker is SERVING once the scheduler welcomed it.
+        wait_for_health(channel, tonic_health::pb::health_check_response::ServingStatus::Serving).await;
+        TestWorker {
+            name: name.to_owned(),
+            stop,
+            handle,
+        }
+    }
+
+    /// The working directory root of worker `name`.
+    pub fn work_dir(&self, name: &str) -> PathBuf {
+        self.work_root.path().join(name)
+    }
+
+    /// Dispatches `func` with `kwargs` claiming the given resources.
+    pub async fn dispatch(
+        &self,
+        func: &str,
+        kwargs: serde_json::Value,
+        exclusive: &[&str],
+        shared: &[&str],
+    ) -> pb::Task {
+        self.tasks()
+            .dispatch(dispatch_request(func, kwargs, exclusive, shared))
+            .await
+            .unwrap_or_else(|s| panic!("dispatch {func}: {s}"))
+            .into_inner()
+    }
+
+    /// Follows a task with WatchTask until `done` holds for a snapshot, and
+    /// returns that snapshot; every snapshot seen is in `seen`.
+    pub async fn wait_for(&self, id: &str, done: impl Fn(&pb::Task) -> bool) -> pb::Task {
+        let mut stream = self
+            .tasks()
+            .watch_task(pb::WatchTaskRequest { id: id.to_owned() })
+            .await
+            .expect("watch")
+            .into_inner();
+        let result = tokio::time::timeout(WAIT, async {
+            while let Some(task) = stream.message().await.expect("watch stream") {
+                if done(&task) {
+                    return task;
+                }
+            }
+            panic!("watch of {id} ended before the awaited condition");
+        })
+        .await;
+        result.unwrap_or_else(|_| panic!("timed out waiting for task {id}"))
+    }
+
+    /// Waits until the task reaches a final state.
+    pub async fn wait_final(&self, id: &str) -> pb::Task {
+        self.wait_for(id, is_final).await
+    }
+
+    /// Stops the scheduler gracefully.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(handle) = self.scheduler.take() {
+            let _ = tokio::time::timeout(WAIT, handle).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Follows `grpc.health.v1.Health/Watch` on `channel` until `status`.
+pub async fn wait_for_health(channel: Channel, status: tonic_health::pb::health_check_response::ServingStatus) {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut stream = health
+        .watch(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .expect("health watch")
+        .into_inner();
+    tokio::time::timeout(WAIT, async {
+        while let Some(update) = stream.message().await.expect("health stream") {
+            if update.status == status as i32 {
+                return;
+            }
+        }
+        panic!("health stream ended before {status:?}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("health never became {status:?}"));
+}
+
+/// A DispatchRequest.
+pub fn dispatch_request(func: &str, kwargs: serde_json::Value, exclusive: &[&str], shared: &[&str]) -> pb::DispatchRequest {
+    let kwargs = match kwargs {
+        serde_json::Value::Object(map) => Some(pulp_common::json::json_to_struct(&map)),
+        _ => None,
+    };
+    pb::DispatchRequest {
+        func: func.to_owned(),
+        kwargs,
+        exclusive_resources: exclusive.iter().map(|s| s.to_string()).collect(),
+        shared_resources: shared.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// The task's state.
+pub fn state(task: &pb::Task) -> pb::TaskState {
+    pb::TaskState::try_from(task.state).unwrap_or(pb::TaskState::Unspecified)
+}
+
+/// True when the task is in a final state.
+pub fn is_final(task: &pb::Task) -> bool {
+    matches!(
+        state(task),
+        pb::TaskState::Completed | pb::TaskState::Failed | pb::TaskState::Canceled | pb::TaskState::Skipped
+    )
+}
+
+/// The `(started_at_us, finished_at_us)` a `sleep` task measured inside its
+/// body, from its result.
+pub fn body_interval(task: &pb::Task) -> (i64, i64) {
+    let result = task.result.as_ref().map(pulp_common::json::value_to_json).unwrap_or_default();
+    let start = result["started_at_us"].as_i64().unwrap_or_else(|| panic!("no started_at_us in {result}"));
+    let end = result["finished_at_us"].as_i64().unwrap_or_else(|| panic!("no finished_at_us in {result}"));
+    (start, end)
+}
+
+/// Runs each named scenario `async fn name(backend: Backend)` on SQLite and
+/// on PostgreSQL, as `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of the scheduler and workers, each scenario on SQLite
+//! and on PostgreSQL (see `pulp_tests::both_databases!`).
+
+mod bad_input;
+mod cancel;
+mod groups;
+mod health;
+mod reservations;
+mod tasks;
