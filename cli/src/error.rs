@@ -29,7 +29,7 @@ pub enum CliError {
     },
     /// The scheduler answered a call with an error status.
     #[error("{}", status_text(.0))]
-    Rpc(#[from] Status),
+    Rpc(Status),
     /// The watch stream ended before the task reached a final state, and
     /// the task still was not final when asked once more.
     #[error("stopped following task {id}: the scheduler ended the stream while it was {state}")]
@@ -42,6 +42,14 @@ pub enum CliError {
     /// Writing the output failed (for example a closed pipe).
     #[error("cannot write output")]
     Output(#[from] std::io::Error),
+}
+
+// Not `#[from]`: that would also make the status the error's source, and
+// the cause chain would repeat the message in tonic's own words.
+impl From<Status> for CliError {
+    fn from(status: Status) -> Self {
+        CliError::Rpc(status)
+    }
 }
 
 /// `CODE: message`, or only `CODE` when the status has no message.
@@ -88,5 +96,7 @@ mod tests {
         let err = CliError::from(Status::new(Code::FailedPrecondition, ""));
         assert_eq!(err.to_string(), "FAILED_PRECONDITION");
         assert_eq!(code_name(Code::InvalidArgument), "INVALID_ARGUMENT");
+        let err = anyhow::Error::from(CliError::from(Status::not_found("gone")));
+        assert_eq!(format!("{err:#}"), "NOT_FOUND: gone");
     }
 }

@@ -183,6 +183,7 @@ impl LiveView {
         header.set_style(
             ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("constant template"),
         );
+        header.set_message("waiting for the scheduler");
         header.enable_steady_tick(Duration::from_millis(120));
         LiveView {
             multi,
@@ -203,6 +204,12 @@ impl LiveView {
             bar.set_style(counter_style());
             (bar, false)
         });
+        let mut message = report.message.clone();
+        if !report.suffix.is_empty() {
+            message.push(' ');
+            message.push_str(&report.suffix);
+        }
+        bar.set_message(message);
         let with_total = report.total > 0;
         if with_total != *has_total {
             bar.set_style(if with_total {
@@ -216,12 +223,16 @@ impl LiveView {
             bar.set_length(report.total.unsigned_abs());
         }
         bar.set_position(report.done.max(0).unsigned_abs());
-        let mut message = report.message.clone();
-        if !report.suffix.is_empty() {
-            message.push(' ');
-            message.push_str(&report.suffix);
+    }
+
+    /// Stops the spinner and removes every line of the display.
+    fn clear(&mut self) {
+        self.header.finish_and_clear();
+        for (bar, _) in self.bars.values() {
+            bar.finish_and_clear();
         }
-        bar.set_message(message);
+        // Best effort: a terminal that went away has nothing to clear.
+        let _ = self.multi.clear();
     }
 
     fn header_text(task: &Task) -> String {
@@ -252,11 +263,19 @@ impl View for LiveView {
         }
     }
 
+    /// Clears the bars and leaves one plain line with the final state: the
+    /// full task, progress included, is printed next anyway, and a cleared
+    /// display cannot leave the cursor in the middle of a line.
     fn finish(&mut self, task: &Task) {
-        self.header.finish_with_message(Self::header_text(task));
-        for (bar, _) in self.bars.values() {
-            bar.abandon();
-        }
+        self.clear();
+        eprintln!("{}", Self::header_text(task));
+    }
+}
+
+impl Drop for LiveView {
+    /// Also on an error: no half-drawn bars stay behind the error message.
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 
