@@ -8,7 +8,11 @@ use std::time::Duration;
 
 /// `pulp-scheduler` settings.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "pulp-scheduler", version, about = "The Pulp task scheduler: a gRPC API over tasks that reserve resources")]
+#[command(
+    name = "pulp-scheduler",
+    version,
+    about = "The Pulp task scheduler: a gRPC API over tasks that reserve resources"
+)]
 pub struct Config {
     /// Address to serve gRPC on.
     #[arg(long, env = "PULP_LISTEN", default_value = "127.0.0.1:50051")]
@@ -61,14 +65,20 @@ impl Config {
     /// The database URL in effect.
     pub fn database_url(&self) -> String {
         self.database_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}?mode=rwc", self.data_dir.join("pulp.sqlite").display())
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("pulp.sqlite").display()
+            )
         })
     }
 
     /// The worker TTL, validated.
     pub fn worker_ttl(&self) -> anyhow::Result<Duration> {
         if !(self.worker_ttl.is_finite() && self.worker_ttl >= 0.1 && self.worker_ttl <= 86_400.0) {
-            anyhow::bail!("--worker-ttl {} is out of range: give 0.1 to 86400 seconds", self.worker_ttl);
+            anyhow::bail!(
+                "--worker-ttl {} is out of range: give 0.1 to 86400 seconds",
+                self.worker_ttl
+            );
         }
         Ok(Duration::from_secs_f64(self.worker_ttl))
     }

@@ -31,7 +31,11 @@ pub async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
 }
 
 /// Pings the database until `shutdown`, keeping the health status current.
-pub async fn monitor(db: DatabaseConnection, reporter: HealthReporter, shutdown: CancellationToken) {
+pub async fn monitor(
+    db: DatabaseConnection,
+    reporter: HealthReporter,
+    shutdown: CancellationToken,
+) {
     let mut serving = true;
     let mut tick = tokio::time::interval(PING_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -41,7 +45,10 @@ pub async fn monitor(db: DatabaseConnection, reporter: HealthReporter, shutdown:
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let ok = matches!(tokio::time::timeout(Duration::from_secs(3), db.ping()).await, Ok(Ok(())));
+        let ok = matches!(
+            tokio::time::timeout(Duration::from_secs(3), db.ping()).await,
+            Ok(Ok(()))
+        );
         if ok != serving {
             serving = ok;
             if ok {

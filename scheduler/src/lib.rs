@@ -47,7 +47,11 @@ use tracing::info;
 
 /// Runs the scheduler on a bound `listener` until `shutdown` fires: connects
 /// to and migrates the database, starts the engine and serves gRPC.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let url = config.database_url();
     let settings = pulp_common::db::PoolSettings {
         max_connections: config.db_max_connections,
@@ -56,7 +60,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let db = pulp_common::db::connect(&url, &settings)
         .await
         .with_context(|| format!("open the database {}", redact(&url)))?;
-    pulp_common::db::migrate(&db).await.context("migrate the database")?;
+    pulp_common::db::migrate(&db)
+        .await
+        .context("migrate the database")?;
 
     let engine_stop = CancellationToken::new();
     let (engine, engine_task) = Engine::spawn(
@@ -70,7 +76,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     health::set_all(&reporter, ServingStatus::Serving).await;
-    let monitor = tokio::spawn(health::monitor(db.clone(), reporter, shutdown.child_token()));
+    let monitor = tokio::spawn(health::monitor(
+        db.clone(),
+        reporter,
+        shutdown.child_token(),
+    ));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pulp_common::proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -98,9 +108,18 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let serve = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(TasksServer::new(TasksService::new(engine.clone(), db.clone())))
-        .add_service(TaskGroupsServer::new(TaskGroupsService::new(engine.clone(), db.clone())))
-        .add_service(WorkersServer::new(WorkersService::new(engine.clone(), db.clone())))
+        .add_service(TasksServer::new(TasksService::new(
+            engine.clone(),
+            db.clone(),
+        )))
+        .add_service(TaskGroupsServer::new(TaskGroupsService::new(
+            engine.clone(),
+            db.clone(),
+        )))
+        .add_service(WorkersServer::new(WorkersService::new(
+            engine.clone(),
+            db.clone(),
+        )))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_streams);
     let served = serve.await;
     engine_stop.cancel();
@@ -120,7 +139,12 @@ fn redact(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
             match userinfo.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &userinfo[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
                 None => url.to_owned(),
             }
         }

@@ -11,7 +11,11 @@ use std::path::Path;
 use tokio::process::{Child, Command};
 
 /// Starts `count` workers connected to `listen`.
-pub fn spawn_workers(count: u32, listen: SocketAddr, data_dir: &Path) -> anyhow::Result<Vec<Child>> {
+pub fn spawn_workers(
+    count: u32,
+    listen: SocketAddr,
+    data_dir: &Path,
+) -> anyhow::Result<Vec<Child>> {
     let exe = std::env::current_exe().context("find the scheduler's own executable")?;
     let worker = exe.with_file_name("pulp-worker");
     anyhow::ensure!(

@@ -67,7 +67,12 @@ impl Reservations {
         let mut entry_claims = Vec::with_capacity(claims.len());
         for (resource, exclusive) in claims.iter() {
             let queue = self.queues.entry(resource.clone()).or_default();
-            debug_assert!(queue.claims.last_key_value().is_none_or(|(last, _)| *last < seq));
+            debug_assert!(
+                queue
+                    .claims
+                    .last_key_value()
+                    .is_none_or(|(last, _)| *last < seq)
+            );
             let admitted = if exclusive {
                 queue.claims.is_empty()
             } else {
@@ -113,12 +118,7 @@ impl Reservations {
                     // back only by this task.
                     let next_exclusive = queue.first_exclusive();
                     let upper = next_exclusive.unwrap_or(i64::MAX);
-                    admitted.extend(
-                        queue
-                            .claims
-                            .range(seq + 1..upper)
-                            .map(|(s, _)| *s),
-                    );
+                    admitted.extend(queue.claims.range(seq + 1..upper).map(|(s, _)| *s));
                     if let Some(next) = next_exclusive
                         && queue.head() == Some(next)
                     {

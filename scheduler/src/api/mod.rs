@@ -1,12 +1,13 @@
 //! The gRPC edge: protobuf in, validated domain types to the engine and the
 //! store, protobuf out. Every error becomes a status a person can act on.
 //!
-//! - [`tasks`]: `pulp.tasking.v1.Tasks` (dispatch, enqueue, get, list,
-//!   cancel, watch).
-//! - [`task_groups`]: `pulp.tasking.v1.TaskGroups`.
-//! - [`workers`]: `pulp.tasking.v1.Workers` (the worker stream and the list).
-//! - [`validate`]: building a `NewTask` from a request.
-//! - [`convert`]: stored records to protobuf.
+//! - [`tasks`] serves `pulp.tasking.v1.Tasks` (dispatch, enqueue, get,
+//!   list, cancel, watch).
+//! - [`task_groups`] serves `pulp.tasking.v1.TaskGroups`.
+//! - [`workers`] serves `pulp.tasking.v1.Workers` (the worker stream and the
+//!   list).
+//! - [`validate`] builds a `NewTask` from a request.
+//! - [`convert`] turns stored records into protobuf.
 
 pub mod convert;
 pub mod task_groups;
@@ -68,7 +69,9 @@ impl From<EngineError> for ApiError {
             EngineError::NotFound(why) => ApiError::NotFound(why),
             EngineError::FailedPrecondition(why) => ApiError::FailedPrecondition(why),
             EngineError::AlreadyExists(why) => ApiError::AlreadyExists(why),
-            EngineError::ShuttingDown => ApiError::Unavailable("the scheduler is shutting down".into()),
+            EngineError::ShuttingDown => {
+                ApiError::Unavailable("the scheduler is shutting down".into())
+            }
         }
     }
 }

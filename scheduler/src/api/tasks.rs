@@ -47,15 +47,25 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Task, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Tasks for TasksService {
-    async fn dispatch(&self, request: Request<pb::DispatchRequest>) -> Result<Response<pb::Task>, Status> {
+    async fn dispatch(
+        &self,
+        request: Request<pb::DispatchRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
         let request = request.into_inner();
-        let task = new_task(TaskRequest::dispatch(&request), &[], self.engine.known_funcs())?;
+        let task = new_task(
+            TaskRequest::dispatch(&request),
+            &[],
+            self.engine.known_funcs(),
+        )?;
         let record = self.engine.dispatch(task).await.map_err(ApiError::from)?;
         debug!(task_id = %record.id, func = %record.func, "task dispatched");
         Ok(Response::new(convert::task(&record)))
     }
 
-    async fn enqueue(&self, request: Request<pb::EnqueueRequest>) -> Result<Response<pb::EnqueueResponse>, Status> {
+    async fn enqueue(
+        &self,
+        request: Request<pb::EnqueueRequest>,
+    ) -> Result<Response<pb::EnqueueResponse>, Status> {
         let r = request.into_inner();
         let fields = TaskRequest {
             func: &r.func,
@@ -77,7 +87,10 @@ impl Tasks for TasksService {
         }))
     }
 
-    async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, Status> {
+    async fn get_task(
+        &self,
+        request: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
         let id = TaskId::parse(&request.into_inner().id).map_err(ApiError::from)?;
         Ok(Response::new(self.load(id).await?))
     }
@@ -87,7 +100,9 @@ impl Tasks for TasksService {
         request: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
         let filter = list_filter(request.into_inner())?;
-        let (tasks, more) = store::list(&self.db, &filter).await.map_err(ApiError::from)?;
+        let (tasks, more) = store::list(&self.db, &filter)
+            .await
+            .map_err(ApiError::from)?;
         let next_page_token = match (more, tasks.last()) {
             (true, Some(last)) => last.seq.to_string(),
             _ => String::new(),
@@ -98,7 +113,10 @@ impl Tasks for TasksService {
         }))
     }
 
-    async fn cancel_task(&self, request: Request<pb::CancelTaskRequest>) -> Result<Response<pb::Task>, Status> {
+    async fn cancel_task(
+        &self,
+        request: Request<pb::CancelTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
         let id = TaskId::parse(&request.into_inner().id).map_err(ApiError::from)?;
         self.engine.cancel(id).await.map_err(ApiError::from)?;
         Ok(Response::new(self.load(id).await?))
@@ -192,7 +210,11 @@ fn list_filter(r: pb::ListTasksRequest) -> Result<TaskFilter, ApiError> {
             pb::TaskState::try_from(*s)
                 .ok()
                 .and_then(TaskState::from_proto)
-                .ok_or_else(|| ApiError::InvalidArgument(format!("states contains {s}, which is not a task state")))
+                .ok_or_else(|| {
+                    ApiError::InvalidArgument(format!(
+                        "states contains {s}, which is not a task state"
+                    ))
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let non_empty = |s: String| (!s.is_empty()).then_some(s);

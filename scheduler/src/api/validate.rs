@@ -67,7 +67,11 @@ pub fn new_task(
             func.as_str()
         )));
     }
-    let strings = |list: &[String]| list.iter().map(|s| ResourceName::parse(s)).collect::<Result<Vec<_>, _>>();
+    let strings = |list: &[String]| {
+        list.iter()
+            .map(|s| ResourceName::parse(s))
+            .collect::<Result<Vec<_>, _>>()
+    };
     let refs = |list: &[pb::ResourceRef]| {
         list.iter()
             .map(|r| ResourceName::from_ref(&r.kind, &r.id))
@@ -80,20 +84,22 @@ pub fn new_task(
     shared.extend(refs(request.shared_refs)?);
     let claims = ResourceClaims::new(exclusive, shared)?;
 
-    let args = request.args.map_or(serde_json::Value::Array(Vec::new()), json::list_to_json);
-    let kwargs = serde_json::Value::Object(request.kwargs.map(json::struct_to_json).unwrap_or_default());
-    let args = serde_json::to_string(&args).map_err(|e| ApiError::InvalidArgument(format!("args: {e}")))?;
-    let kwargs = serde_json::to_string(&kwargs).map_err(|e| ApiError::InvalidArgument(format!("kwargs: {e}")))?;
+    let args = request
+        .args
+        .map_or(serde_json::Value::Array(Vec::new()), json::list_to_json);
+    let kwargs =
+        serde_json::Value::Object(request.kwargs.map(json::struct_to_json).unwrap_or_default());
+    let args = serde_json::to_string(&args)
+        .map_err(|e| ApiError::InvalidArgument(format!("args: {e}")))?;
+    let kwargs = serde_json::to_string(&kwargs)
+        .map_err(|e| ApiError::InvalidArgument(format!("kwargs: {e}")))?;
     if args.len() + kwargs.len() > MAX_ARGUMENTS_BYTES {
         return Err(ApiError::InvalidArgument(format!(
             "args and kwargs encode to {} bytes of JSON; the limit is {MAX_ARGUMENTS_BYTES}",
             args.len() + kwargs.len()
         )));
     }
-    let task_group_id = request
-        .task_group_id
-        .map(TaskGroupId::parse)
-        .transpose()?;
+    let task_group_id = request.task_group_id.map(TaskGroupId::parse).transpose()?;
     let parent_task_id = request
         .parent_task_id
         .filter(|p| !p.is_empty())
@@ -101,8 +107,10 @@ pub fn new_task(
         .transpose()?;
     let timeout_ms = match request.timeout_seconds {
         None => None,
-        Some(t) if t == 0.0 => None,
-        Some(t) if t.is_finite() && t > 0.0 && t <= MAX_TIMEOUT_SECONDS => Some((t * 1000.0).ceil() as i64),
+        Some(0.0) => None,
+        Some(t) if t.is_finite() && t > 0.0 && t <= MAX_TIMEOUT_SECONDS => {
+            Some((t * 1000.0).ceil() as i64)
+        }
         Some(t) => {
             return Err(ApiError::InvalidArgument(format!(
                 "options.timeout_seconds is {t}; give a number of seconds above 0 and at most {MAX_TIMEOUT_SECONDS}"

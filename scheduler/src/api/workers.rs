@@ -10,11 +10,11 @@ use super::{ApiError, convert};
 use crate::engine::{Engine, Registration, WorkerEvent};
 use crate::store::workers;
 use crate::task::{Outcome, TaskFailure};
+use pb::worker_message::Message;
 use pulp_common::json;
 use pulp_common::names::{TaskId, TaskName, WorkerName};
 use pulp_common::proto::tasking::v1 as pb;
 use pulp_common::proto::tasking::v1::workers_server::Workers;
-use pb::worker_message::Message;
 use sea_orm::DatabaseConnection;
 use std::pin::Pin;
 use std::time::Duration;
@@ -56,7 +56,9 @@ impl Workers for WorkersService {
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
-            .map_err(|_| Status::deadline_exceeded("no Hello within 30 s of opening the stream"))??;
+            .map_err(|_| {
+                Status::deadline_exceeded("no Hello within 30 s of opening the stream")
+            })??;
         let hello = match first.and_then(|m| m.message) {
             Some(Message::Hello(hello)) => hello,
             _ => {
@@ -107,9 +109,13 @@ impl Workers for WorkersService {
                 };
                 engine.worker_event(session, event).await;
             }
-            engine.worker_event(session, WorkerEvent::Disconnected).await;
+            engine
+                .worker_event(session, WorkerEvent::Disconnected)
+                .await;
         });
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(outbound))))
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(
+            outbound,
+        ))))
     }
 
     async fn list_workers(
@@ -126,7 +132,9 @@ impl Workers for WorkersService {
 fn registration(hello: pb::Hello) -> Result<Registration, ApiError> {
     let name = WorkerName::parse(&hello.name)?;
     if hello.funcs.is_empty() {
-        return Err(ApiError::InvalidArgument("Hello.funcs is empty: register at least one task name".into()));
+        return Err(ApiError::InvalidArgument(
+            "Hello.funcs is empty: register at least one task name".into(),
+        ));
     }
     let funcs = hello
         .funcs
@@ -141,7 +149,8 @@ fn registration(hello: pb::Hello) -> Result<Registration, ApiError> {
     }
     if hello.instance_id.is_empty() || hello.instance_id.len() > 64 {
         return Err(ApiError::InvalidArgument(
-            "Hello.instance_id must be 1 to 64 characters (a random id of the worker process)".into(),
+            "Hello.instance_id must be 1 to 64 characters (a random id of the worker process)"
+                .into(),
         ));
     }
     let held = hello
@@ -166,7 +175,9 @@ fn progress(p: pb::Progress) -> Result<WorkerEvent, ApiError> {
         .as_ref()
         .ok_or_else(|| ApiError::InvalidArgument("Progress.report is missing".into()))?;
     if report.code.is_empty() || report.code.len() > 200 {
-        return Err(ApiError::InvalidArgument("ProgressReport.code must be 1 to 200 characters".into()));
+        return Err(ApiError::InvalidArgument(
+            "ProgressReport.code must be 1 to 200 characters".into(),
+        ));
     }
     Ok(WorkerEvent::Progress {
         task_id,

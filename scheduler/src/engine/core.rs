@@ -18,8 +18,8 @@ use pulp_common::proto::tasking::v1 as pb;
 use pulp_common::state::TaskState;
 use pulp_common::time::now_micros;
 use sea_orm::{
-    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqliteTransactionMode, TransactionOptions,
-    TransactionTrait,
+    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
 };
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -79,13 +79,21 @@ struct Session {
     outbox: Outbox,
 }
 
+/// Where a caller waits for its answer.
+type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+/// An answer decided during a round, sent after its commit.
+type Pending<T> = (Reply<T>, Result<T, EngineError>);
+
 /// Replies and messages of a round, delivered after its commit.
 #[derive(Default)]
 struct Effects {
     dispatched: Vec<(i64, oneshot::Sender<Result<TaskRecord, EngineError>>)>,
-    refused_dispatches: Vec<(oneshot::Sender<Result<TaskRecord, EngineError>>, EngineError)>,
-    units: Vec<(oneshot::Sender<Result<(), EngineError>>, Result<(), EngineError>)>,
-    sessions: Vec<(oneshot::Sender<Result<SessionId, EngineError>>, Result<SessionId, EngineError>)>,
+    refused_dispatches: Vec<(
+        oneshot::Sender<Result<TaskRecord, EngineError>>,
+        EngineError,
+    )>,
+    units: Vec<Pending<()>>,
+    sessions: Vec<Pending<SessionId>>,
     registered: Vec<SessionId>,
     acks: Vec<(Outbox, pb::ResultAck)>,
     messages: Vec<(Outbox, pb::SchedulerMessage)>,
@@ -175,9 +183,9 @@ impl Core {
             self.round(std::mem::take(&mut batch)).await;
         }
         for session in self.sessions.values() {
-            let _ = session
-                .outbox
-                .send(Err(tonic::Status::unavailable("the scheduler is shutting down")));
+            let _ = session.outbox.send(Err(tonic::Status::unavailable(
+                "the scheduler is shutting down",
+            )));
         }
         info!("engine stopped");
     }
@@ -224,7 +232,11 @@ impl Core {
         }
     }
 
-    async fn apply_round(&mut self, batch: Vec<Command>, effects: &mut Effects) -> Result<(), DbErr> {
+    async fn apply_round(
+        &mut self,
+        batch: Vec<Command>,
+        effects: &mut Effects,
+    ) -> Result<(), DbErr> {
         let txn = self.begin().await?;
         let now = now_micros();
         self.expire_leases(&txn, now, effects).await?;
@@ -256,16 +268,20 @@ impl Core {
                     outbox,
                     reply,
                 } => {
-                    let result = self.register(&txn, registration, outbox, now, effects).await?;
+                    let result = self
+                        .register(&txn, registration, outbox, now, effects)
+                        .await?;
                     effects.sessions.push((reply, result));
                 }
                 Command::Worker { session, event } => {
-                    self.worker_event(&txn, session, event, now, effects).await?;
+                    self.worker_event(&txn, session, event, now, effects)
+                        .await?;
                 }
             }
         }
         if !dispatches.is_empty() {
-            self.insert_dispatches(&txn, dispatches, now, effects).await?;
+            self.insert_dispatches(&txn, dispatches, now, effects)
+                .await?;
         }
         if !effects.progress.is_empty() {
             let reports: Vec<(i64, Progress)> = effects
@@ -288,7 +304,8 @@ impl Core {
     fn deliver(&mut self, effects: Effects) {
         for (seq, reply) in effects.dispatched {
             let record = self.tasks.get(&seq).map(|t| live_record(seq, t));
-            let _ = reply.send(record.ok_or_else(|| EngineError::Unavailable("task vanished".into())));
+            let _ =
+                reply.send(record.ok_or_else(|| EngineError::Unavailable("task vanished".into())));
         }
         for (reply, err) in effects.refused_dispatches {
             let _ = reply.send(Err(err));
@@ -345,9 +362,13 @@ impl Core {
             }
             Command::Register { reply, .. } => effects.sessions.push((reply, Err(err))),
             Command::Worker { session, event } => match event {
-                WorkerEvent::Finished { task_id, attempt, .. } => {
+                WorkerEvent::Finished {
+                    task_id, attempt, ..
+                } => {
                     if let Some(outbox) = self.outbox_of(session) {
-                        effects.acks.push((outbox, ack(task_id, attempt, CODE_UNAVAILABLE, "")));
+                        effects
+                            .acks
+                            .push((outbox, ack(task_id, attempt, CODE_UNAVAILABLE, "")));
                     }
                 }
                 WorkerEvent::Disconnected => self.disconnect(session),
@@ -381,13 +402,19 @@ impl Core {
             };
             let func: Arc<str> = Arc::from(record.func.as_str());
             if let Some(worker) = phase.worker() {
-                self.held.entry(worker.to_owned()).or_default().insert(record.seq);
+                self.held
+                    .entry(worker.to_owned())
+                    .or_default()
+                    .insert(record.seq);
                 // A worker holding tasks gets a full TTL to (re)connect.
                 self.leases
                     .entry(worker.to_owned())
                     .or_insert(now + self.settings.worker_ttl);
             } else if runnable {
-                self.ready.entry(func.clone()).or_default().insert(record.seq);
+                self.ready
+                    .entry(func.clone())
+                    .or_default()
+                    .insert(record.seq);
                 if record.unblocked_at.is_none() {
                     self.unblocked.push(record.seq);
                 }
@@ -395,7 +422,9 @@ impl Core {
             if let Phase::Canceling { worker } = &phase
                 && let Some(session) = self.sessions.get(worker)
             {
-                let _ = session.outbox.send(Ok(cancel_message(record.id, record.attempt)));
+                let _ = session
+                    .outbox
+                    .send(Ok(cancel_message(record.id, record.attempt)));
             }
             self.ids.insert(record.id, record.seq);
             self.tasks.insert(
@@ -418,7 +447,9 @@ impl Core {
             );
         }
         for worker in known {
-            self.instances.entry(worker.name).or_insert(worker.instance_id);
+            self.instances
+                .entry(worker.name)
+                .or_insert(worker.instance_id);
         }
         self.stale = false;
         info!(
@@ -453,9 +484,10 @@ impl Core {
                 };
                 match status {
                     None => {
-                        effects
-                            .refused_dispatches
-                            .push((reply, EngineError::NotFound(format!("task group {key} not found"))));
+                        effects.refused_dispatches.push((
+                            reply,
+                            EngineError::NotFound(format!("task group {key} not found")),
+                        ));
                         continue;
                     }
                     Some(true) => {
@@ -530,12 +562,18 @@ impl Core {
         let phase = self.tasks[&seq].phase.clone();
         match phase {
             Phase::Waiting => {
-                expect_one(tasks::cancel_waiting(txn, seq, now).await?, "cancel a waiting task")?;
+                expect_one(
+                    tasks::cancel_waiting(txn, seq, now).await?,
+                    "cancel a waiting task",
+                )?;
                 self.remove(seq);
                 info!(task_id = %id, "task canceled while waiting");
             }
             Phase::Running { worker } => {
-                expect_one(tasks::mark_canceling(txn, seq).await?, "mark a task canceling")?;
+                expect_one(
+                    tasks::mark_canceling(txn, seq).await?,
+                    "mark a task canceling",
+                )?;
                 let task = self.tasks.get_mut(&seq).expect("task present");
                 task.phase = Phase::Canceling {
                     worker: worker.clone(),
@@ -555,7 +593,9 @@ impl Core {
 
     /// Forgets a task that reached a final state and frees its resources.
     fn remove(&mut self, seq: i64) {
-        let Some(task) = self.tasks.remove(&seq) else { return };
+        let Some(task) = self.tasks.remove(&seq) else {
+            return;
+        };
         self.ids.remove(&task.id);
         if let Some(ready) = self.ready.get_mut(&task.func) {
             ready.remove(&seq);
@@ -569,7 +609,10 @@ impl Core {
             if let Some(t) = self.tasks.get(&now_runnable)
                 && t.phase == Phase::Waiting
             {
-                self.ready.entry(t.func.clone()).or_default().insert(now_runnable);
+                self.ready
+                    .entry(t.func.clone())
+                    .or_default()
+                    .insert(now_runnable);
                 self.unblocked.push(now_runnable);
             }
         }
@@ -593,17 +636,20 @@ impl Core {
             // The same process reconnected: its old stream is superseded.
             let old = self.sessions.remove(&name).expect("session present");
             self.session_names.remove(&old.id);
-            effects
-                .closes
-                .push((old.outbox, tonic::Status::aborted("superseded by a newer connection")));
+            effects.closes.push((
+                old.outbox,
+                tonic::Status::aborted("superseded by a newer connection"),
+            ));
         }
         let same_process = self.instances.get(&name) == Some(&registration.instance_id);
         let held_now: HashMap<TaskId, i64> = registration.held.iter().copied().collect();
         let mut stale = Vec::new();
         for (task_id, attempt) in &registration.held {
-            let ours = self.ids.get(task_id).and_then(|seq| self.tasks.get(seq)).is_some_and(|t| {
-                t.phase.worker() == Some(name.as_str()) && t.attempt == *attempt
-            });
+            let ours = self
+                .ids
+                .get(task_id)
+                .and_then(|seq| self.tasks.get(seq))
+                .is_some_and(|t| t.phase.worker() == Some(name.as_str()) && t.attempt == *attempt);
             if !ours {
                 stale.push(pb::HeldTask {
                     task_id: task_id.to_string(),
@@ -632,7 +678,10 @@ impl Core {
             };
             if same_process && !canceling {
                 // Assigned while its stream was going away: never received.
-                expect_one(tasks::requeue(txn, seq, &name, attempt).await?, "requeue a task")?;
+                expect_one(
+                    tasks::requeue(txn, seq, &name, attempt).await?,
+                    "requeue a task",
+                )?;
                 if let Some(held) = self.held.get_mut(&name) {
                     held.remove(&seq);
                 }
@@ -693,8 +742,10 @@ impl Core {
             },
         );
         self.session_names.insert(id, name.clone());
-        self.instances.insert(name.clone(), registration.instance_id);
-        self.leases.insert(name.clone(), Instant::now() + self.settings.worker_ttl);
+        self.instances
+            .insert(name.clone(), registration.instance_id);
+        self.leases
+            .insert(name.clone(), Instant::now() + self.settings.worker_ttl);
         effects.registered.push(id);
         info!(worker = %name, slots = registration.slots, funcs = ?funcs, "worker connected");
         Ok(Ok(id))
@@ -707,13 +758,16 @@ impl Core {
 
     fn renew(&mut self, session: SessionId) {
         if let Some(name) = self.session_names.get(&session) {
-            self.leases.insert(name.clone(), Instant::now() + self.settings.worker_ttl);
+            self.leases
+                .insert(name.clone(), Instant::now() + self.settings.worker_ttl);
             self.heartbeats.insert(name.clone());
         }
     }
 
     fn disconnect(&mut self, session: SessionId) {
-        let Some(name) = self.session_names.remove(&session) else { return };
+        let Some(name) = self.session_names.remove(&session) else {
+            return;
+        };
         self.sessions.remove(&name);
         if self.held.get(&name).is_none_or(HashSet::is_empty) {
             self.leases.remove(&name);
@@ -770,20 +824,27 @@ impl Core {
                         None => (CODE_NOT_FOUND, format!("task {task_id} not found")),
                         Some(state) => (
                             CODE_FAILED_PRECONDITION,
-                            format!("task {task_id} attempt {attempt} is not held by worker {name} (it is {state})"),
+                            format!(
+                                "task {task_id} attempt {attempt} is not held by worker {name} (it is {state})"
+                            ),
                         ),
                     };
                     warn!(%task_id, attempt, worker = %name, reason = %why, "result refused");
-                    effects.acks.push((outbox, ack(task_id, attempt, code, &why)));
+                    effects
+                        .acks
+                        .push((outbox, ack(task_id, attempt, code, &why)));
                     return Ok(());
                 };
                 let (rows, state) =
-                    tasks::finish(txn, seq, &name, attempt, &outcome, &created_resources, now).await?;
+                    tasks::finish(txn, seq, &name, attempt, &outcome, &created_resources, now)
+                        .await?;
                 expect_one(rows, "store a task outcome")?;
                 self.remove(seq);
                 info!(%task_id, worker = %name, %state, "task finished");
                 effects.changed.push(task_id);
-                effects.acks.push((outbox, ack(task_id, attempt, CODE_OK, "")));
+                effects
+                    .acks
+                    .push((outbox, ack(task_id, attempt, CODE_OK, "")));
             }
         }
         Ok(())
@@ -798,7 +859,12 @@ impl Core {
 
     /// Fails the tasks of workers whose lease lapsed, then frees their
     /// resources; an unresponsive stream is closed.
-    async fn expire_leases(&mut self, txn: &DatabaseTransaction, now: i64, effects: &mut Effects) -> Result<(), DbErr> {
+    async fn expire_leases(
+        &mut self,
+        txn: &DatabaseTransaction,
+        now: i64,
+        effects: &mut Effects,
+    ) -> Result<(), DbErr> {
         let instant = Instant::now();
         let expired: Vec<String> = self
             .leases
@@ -815,7 +881,11 @@ impl Core {
                     tonic::Status::unavailable("lease expired: no heartbeat within the worker TTL"),
                 ));
             }
-            let held: Vec<i64> = self.held.remove(&name).map(|h| h.into_iter().collect()).unwrap_or_default();
+            let held: Vec<i64> = self
+                .held
+                .remove(&name)
+                .map(|h| h.into_iter().collect())
+                .unwrap_or_default();
             let ttl = self.settings.worker_ttl.as_secs_f64();
             for seq in held {
                 let (id, attempt) = {
@@ -842,7 +912,12 @@ impl Core {
 
     /// Stores newly unblocked tasks and gives runnable tasks to free slots,
     /// one task per worker per pass so that work spreads over workers.
-    async fn assign(&mut self, txn: &DatabaseTransaction, now: i64, effects: &mut Effects) -> Result<(), DbErr> {
+    async fn assign(
+        &mut self,
+        txn: &DatabaseTransaction,
+        now: i64,
+        effects: &mut Effects,
+    ) -> Result<(), DbErr> {
         let mut picks: HashMap<String, Vec<i64>> = HashMap::new();
         if self.ready.values().any(|r| !r.is_empty()) {
             let mut free: Vec<(String, usize)> = self
@@ -863,7 +938,11 @@ impl Core {
                     let best = session
                         .funcs
                         .iter()
-                        .filter_map(|f| self.ready.get(f).and_then(|r| r.first().map(|seq| (*seq, f.clone()))))
+                        .filter_map(|f| {
+                            self.ready
+                                .get(f)
+                                .and_then(|r| r.first().map(|seq| (*seq, f.clone())))
+                        })
                         .min();
                     if let Some((seq, func)) = best {
                         self.ready.get_mut(&func).expect("ready queue").remove(&seq);
@@ -900,11 +979,15 @@ impl Core {
             for seq in seqs {
                 let task = self.tasks.get_mut(&seq).expect("picked task present");
                 task.attempt += 1;
-                task.phase = Phase::Running { worker: worker.clone() };
+                task.phase = Phase::Running {
+                    worker: worker.clone(),
+                };
                 task.started_at = Some(now);
                 task.unblocked_at.get_or_insert(now);
                 self.held.entry(worker.clone()).or_default().insert(seq);
-                effects.messages.push((outbox.clone(), assignment_message(task)));
+                effects
+                    .messages
+                    .push((outbox.clone(), assignment_message(task)));
                 effects.changed.push(task.id);
                 debug!(task_id = %task.id, %worker, attempt = task.attempt, "task assigned");
             }
@@ -937,12 +1020,17 @@ fn stored_claims(record: &TaskRecord) -> Result<ResourceClaims, DbErr> {
             .map(|n| ResourceName::parse(n).map_err(|e| DbErr::Custom(e.to_string())))
             .collect::<Result<Vec<_>, _>>()
     };
-    ResourceClaims::new(parse(&record.exclusive_resources)?, parse(&record.shared_resources)?)
-        .map_err(|e| DbErr::Custom(e.to_string()))
+    ResourceClaims::new(
+        parse(&record.exclusive_resources)?,
+        parse(&record.shared_resources)?,
+    )
+    .map_err(|e| DbErr::Custom(e.to_string()))
 }
 
 fn message(message: pb::scheduler_message::Message) -> pb::SchedulerMessage {
-    pb::SchedulerMessage { message: Some(message) }
+    pb::SchedulerMessage {
+        message: Some(message),
+    }
 }
 
 fn ack(task_id: TaskId, attempt: i64, code: i32, why: &str) -> pb::ResultAck {
@@ -955,10 +1043,12 @@ fn ack(task_id: TaskId, attempt: i64, code: i32, why: &str) -> pb::ResultAck {
 }
 
 fn cancel_message(task_id: TaskId, attempt: i64) -> pb::SchedulerMessage {
-    message(pb::scheduler_message::Message::Cancel(pb::CancelAssignment {
-        task_id: task_id.to_string(),
-        attempt,
-    }))
+    message(pb::scheduler_message::Message::Cancel(
+        pb::CancelAssignment {
+            task_id: task_id.to_string(),
+            attempt,
+        },
+    ))
 }
 
 fn assignment_message(task: &LiveTask) -> pb::SchedulerMessage {
@@ -975,8 +1065,18 @@ fn assignment_message(task: &LiveTask) -> pb::SchedulerMessage {
         kwargs: Some(json::json_to_struct(&kwargs)),
         timeout_seconds: task.timeout_ms.map_or(0.0, |ms| ms as f64 / 1000.0),
         task_group_id: task.group.clone().unwrap_or_default(),
-        exclusive_resources: task.claims.exclusive.iter().map(|r| r.as_str().to_owned()).collect(),
-        shared_resources: task.claims.shared.iter().map(|r| r.as_str().to_owned()).collect(),
+        exclusive_resources: task
+            .claims
+            .exclusive
+            .iter()
+            .map(|r| r.as_str().to_owned())
+            .collect(),
+        shared_resources: task
+            .claims
+            .shared
+            .iter()
+            .map(|r| r.as_str().to_owned())
+            .collect(),
     }))
 }
 
@@ -993,8 +1093,18 @@ fn live_record(seq: i64, task: &LiveTask) -> TaskRecord {
         func: task.func.to_string(),
         args: task.args.to_string(),
         kwargs: task.kwargs.to_string(),
-        exclusive_resources: task.claims.exclusive.iter().map(|r| r.as_str().to_owned()).collect(),
-        shared_resources: task.claims.shared.iter().map(|r| r.as_str().to_owned()).collect(),
+        exclusive_resources: task
+            .claims
+            .exclusive
+            .iter()
+            .map(|r| r.as_str().to_owned())
+            .collect(),
+        shared_resources: task
+            .claims
+            .shared
+            .iter()
+            .map(|r| r.as_str().to_owned())
+            .collect(),
         state,
         task_group_id: task.group.clone(),
         parent_task_id: task.parent.clone(),

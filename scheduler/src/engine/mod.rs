@@ -225,7 +225,11 @@ impl Engine {
     }
 
     /// Registers a worker stream; the engine sends Welcome on `outbox`.
-    pub async fn register(&self, registration: Registration, outbox: Outbox) -> Result<SessionId, EngineError> {
+    pub async fn register(
+        &self,
+        registration: Registration,
+        outbox: Outbox,
+    ) -> Result<SessionId, EngineError> {
         self.call(|reply| Command::Register {
             registration,
             outbox,

@@ -34,7 +34,12 @@ impl GroupRecord {
 }
 
 /// Creates an empty group.
-pub async fn create(conn: &impl ConnectionTrait, id: TaskGroupId, description: &str, now: i64) -> Result<(), DbErr> {
+pub async fn create(
+    conn: &impl ConnectionTrait,
+    id: TaskGroupId,
+    description: &str,
+    now: i64,
+) -> Result<(), DbErr> {
     let sql = "INSERT INTO task_groups (id, description, all_tasks_dispatched, created_at) VALUES ($1, $2, $3, $4)";
     let values = [
         Value::from(id.to_string()),
@@ -42,12 +47,16 @@ pub async fn create(conn: &impl ConnectionTrait, id: TaskGroupId, description: &
         Value::from(false),
         Value::from(now),
     ];
-    conn.execute_raw(stmt(conn.get_database_backend(), sql, values)).await?;
+    conn.execute_raw(stmt(conn.get_database_backend(), sql, values))
+        .await?;
     Ok(())
 }
 
 /// A group with its counts, if it exists.
-pub async fn get_group(conn: &impl ConnectionTrait, id: TaskGroupId) -> Result<Option<GroupRecord>, DbErr> {
+pub async fn get_group(
+    conn: &impl ConnectionTrait,
+    id: TaskGroupId,
+) -> Result<Option<GroupRecord>, DbErr> {
     let backend = conn.get_database_backend();
     let Some(row) = conn
         .query_one_raw(stmt(
@@ -83,7 +92,10 @@ pub async fn get_group(conn: &impl ConnectionTrait, id: TaskGroupId) -> Result<O
 }
 
 /// Whether a group exists and whether it is closed to new tasks.
-pub async fn dispatch_status(conn: &impl ConnectionTrait, id: TaskGroupId) -> Result<Option<bool>, DbErr> {
+pub async fn dispatch_status(
+    conn: &impl ConnectionTrait,
+    id: TaskGroupId,
+) -> Result<Option<bool>, DbErr> {
     let row = conn
         .query_one_raw(stmt(
             conn.get_database_backend(),
@@ -91,7 +103,8 @@ pub async fn dispatch_status(conn: &impl ConnectionTrait, id: TaskGroupId) -> Re
             [Value::from(id.to_string())],
         ))
         .await?;
-    row.map(|r| get::<bool>(&r, "all_tasks_dispatched")).transpose()
+    row.map(|r| get::<bool>(&r, "all_tasks_dispatched"))
+        .transpose()
 }
 
 /// Marks that no more tasks will be added. Returns false for an unknown id.

@@ -15,7 +15,8 @@ pub(crate) fn get<T: TryGetable>(row: &QueryResult, col: &str) -> Result<T, DbEr
 
 /// Parses a JSON array of strings stored as TEXT.
 pub(crate) fn string_list(text: &str) -> Result<Vec<String>, DbErr> {
-    serde_json::from_str(text).map_err(|e| DbErr::Custom(format!("corrupt JSON list in the database: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| DbErr::Custom(format!("corrupt JSON list in the database: {e}")))
 }
 
 /// Rows per multi-row statement (well under SQLite's bound-variable limit).

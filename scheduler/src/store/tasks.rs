@@ -18,7 +18,11 @@ const COLUMNS: &str = "seq, id, func, args, kwargs, exclusive_resources, shared_
 
 /// Inserts tasks in one statement per chunk and returns their seqs, in the
 /// order given (dispatch order follows the order of `tasks`).
-pub async fn insert(conn: &impl ConnectionTrait, tasks: &[NewTask], now: i64) -> Result<Vec<i64>, DbErr> {
+pub async fn insert(
+    conn: &impl ConnectionTrait,
+    tasks: &[NewTask],
+    now: i64,
+) -> Result<Vec<i64>, DbErr> {
     let backend = conn.get_database_backend();
     let mut seqs: HashMap<String, i64> = HashMap::with_capacity(tasks.len());
     for chunk in tasks.chunks(CHUNK / 4) {
@@ -28,7 +32,16 @@ pub async fn insert(conn: &impl ConnectionTrait, tasks: &[NewTask], now: i64) ->
             let n = values.len();
             rows.push(format!(
                 "(${}, ${}, ${}, ${}, ${}, ${}, 'waiting', ${}, ${}, 0, ${}, ${}, '[]')",
-                n + 1, n + 2, n + 3, n + 4, n + 5, n + 6, n + 7, n + 8, n + 9, n + 10
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5,
+                n + 6,
+                n + 7,
+                n + 8,
+                n + 9,
+                n + 10
             ));
             let names = |list: &[pulp_common::names::ResourceName]| {
                 serde_json::to_string(&list.iter().map(|r| r.as_str()).collect::<Vec<_>>())
@@ -65,7 +78,11 @@ pub async fn insert(conn: &impl ConnectionTrait, tasks: &[NewTask], now: i64) ->
             .get(&task.id.to_string())
             .ok_or_else(|| DbErr::Custom("inserted task missing from RETURNING".into()))?;
         out.push(seq);
-        resource_rows.extend(task.claims.iter().map(|(r, ex)| (r.as_str().to_owned(), seq, ex)));
+        resource_rows.extend(
+            task.claims
+                .iter()
+                .map(|(r, ex)| (r.as_str().to_owned(), seq, ex)),
+        );
     }
     for chunk in resource_rows.chunks(CHUNK / 3) {
         let mut values = Vec::with_capacity(chunk.len() * 3);
@@ -75,7 +92,11 @@ pub async fn insert(conn: &impl ConnectionTrait, tasks: &[NewTask], now: i64) ->
             .map(|(i, _)| format!("(${}, ${}, ${})", i * 3 + 1, i * 3 + 2, i * 3 + 3))
             .collect();
         for (resource, seq, exclusive) in chunk {
-            values.extend([Value::from(resource.clone()), Value::from(*seq), Value::from(*exclusive)]);
+            values.extend([
+                Value::from(resource.clone()),
+                Value::from(*seq),
+                Value::from(*exclusive),
+            ]);
         }
         let sql = format!(
             "INSERT INTO task_resources (resource, task_seq, exclusive) VALUES {}",
@@ -87,7 +108,11 @@ pub async fn insert(conn: &impl ConnectionTrait, tasks: &[NewTask], now: i64) ->
 }
 
 /// Records that the resources of these WAITING tasks became free.
-pub async fn set_unblocked(conn: &impl ConnectionTrait, seqs: &[i64], now: i64) -> Result<(), DbErr> {
+pub async fn set_unblocked(
+    conn: &impl ConnectionTrait,
+    seqs: &[i64],
+    now: i64,
+) -> Result<(), DbErr> {
     let backend = conn.get_database_backend();
     for chunk in seqs.chunks(CHUNK) {
         let sql = format!(
@@ -102,7 +127,12 @@ pub async fn set_unblocked(conn: &impl ConnectionTrait, seqs: &[i64], now: i64) 
 
 /// Assigns WAITING tasks to `worker`: RUNNING, attempt + 1. Returns how many
 /// rows changed (the caller expects all of them).
-pub async fn claim(conn: &impl ConnectionTrait, worker: &str, seqs: &[i64], now: i64) -> Result<u64, DbErr> {
+pub async fn claim(
+    conn: &impl ConnectionTrait,
+    worker: &str,
+    seqs: &[i64],
+    now: i64,
+) -> Result<u64, DbErr> {
     let backend = conn.get_database_backend();
     let mut changed = 0;
     for chunk in seqs.chunks(CHUNK) {
@@ -114,17 +144,32 @@ pub async fn claim(conn: &impl ConnectionTrait, worker: &str, seqs: &[i64], now:
         let values = [Value::from(worker.to_owned()), Value::from(now)]
             .into_iter()
             .chain(chunk.iter().map(|s| Value::from(*s)));
-        changed += conn.execute_raw(stmt(backend, &sql, values)).await?.rows_affected();
+        changed += conn
+            .execute_raw(stmt(backend, &sql, values))
+            .await?
+            .rows_affected();
     }
     Ok(changed)
 }
 
 /// Puts an assigned task back to WAITING (its worker never received it).
-pub async fn requeue(conn: &impl ConnectionTrait, seq: i64, worker: &str, attempt: i64) -> Result<u64, DbErr> {
+pub async fn requeue(
+    conn: &impl ConnectionTrait,
+    seq: i64,
+    worker: &str,
+    attempt: i64,
+) -> Result<u64, DbErr> {
     let sql = "UPDATE tasks SET state = 'waiting', worker = NULL, started_at = NULL \
                WHERE seq = $1 AND worker = $2 AND attempt = $3 AND state = 'running'";
-    let values = [Value::from(seq), Value::from(worker.to_owned()), Value::from(attempt)];
-    Ok(conn.execute_raw(stmt(conn.get_database_backend(), sql, values)).await?.rows_affected())
+    let values = [
+        Value::from(seq),
+        Value::from(worker.to_owned()),
+        Value::from(attempt),
+    ];
+    Ok(conn
+        .execute_raw(stmt(conn.get_database_backend(), sql, values))
+        .await?
+        .rows_affected())
 }
 
 /// Ends a RUNNING or CANCELING task with its worker's outcome, fenced by
@@ -144,7 +189,12 @@ pub async fn finish(
         Outcome::Canceled { forced } => (
             TaskState::Canceled,
             None,
-            forced.then(|| TaskFailure::new("the task ignored its cancellation and was aborted", "canceled by force")),
+            forced.then(|| {
+                TaskFailure::new(
+                    "the task ignored its cancellation and was aborted",
+                    "canceled by force",
+                )
+            }),
         ),
     };
     let error = error.map(|e| serde_json::to_string(&e).expect("a failure serialises"));
@@ -164,7 +214,9 @@ pub async fn finish(
         Value::from(worker.to_owned()),
         Value::from(attempt),
     ];
-    let rows = conn.query_all_raw(stmt(conn.get_database_backend(), sql, values)).await?;
+    let rows = conn
+        .query_all_raw(stmt(conn.get_database_backend(), sql, values))
+        .await?;
     let state = match rows.first() {
         Some(row) => parse_state(&get::<String>(row, "state")?)?,
         None => state_if_running,
@@ -182,7 +234,16 @@ pub async fn fail_running(
     failure: &TaskFailure,
     now: i64,
 ) -> Result<u64, DbErr> {
-    let (n, _) = finish(conn, seq, worker, attempt, &Outcome::Failed(failure.clone()), &[], now).await?;
+    let (n, _) = finish(
+        conn,
+        seq,
+        worker,
+        attempt,
+        &Outcome::Failed(failure.clone()),
+        &[],
+        now,
+    )
+    .await?;
     Ok(n)
 }
 
@@ -190,7 +251,10 @@ pub async fn fail_running(
 pub async fn cancel_waiting(conn: &impl ConnectionTrait, seq: i64, now: i64) -> Result<u64, DbErr> {
     let sql = "UPDATE tasks SET state = 'canceled', finished_at = $1 WHERE seq = $2 AND state = 'waiting'";
     let values = [Value::from(now), Value::from(seq)];
-    Ok(conn.execute_raw(stmt(conn.get_database_backend(), sql, values)).await?.rows_affected())
+    Ok(conn
+        .execute_raw(stmt(conn.get_database_backend(), sql, values))
+        .await?
+        .rows_affected())
 }
 
 /// Turns a RUNNING task CANCELING.
@@ -203,7 +267,11 @@ pub async fn mark_canceling(conn: &impl ConnectionTrait, seq: i64) -> Result<u64
 }
 
 /// Stores progress reports (the latest per task and code wins).
-pub async fn upsert_progress(conn: &impl ConnectionTrait, reports: &[(i64, Progress)], now: i64) -> Result<(), DbErr> {
+pub async fn upsert_progress(
+    conn: &impl ConnectionTrait,
+    reports: &[(i64, Progress)],
+    now: i64,
+) -> Result<(), DbErr> {
     let backend = conn.get_database_backend();
     for chunk in reports.chunks(CHUNK / 7) {
         let mut values = Vec::with_capacity(chunk.len() * 7);
@@ -212,7 +280,13 @@ pub async fn upsert_progress(conn: &impl ConnectionTrait, reports: &[(i64, Progr
             let n = i * 7;
             rows.push(format!(
                 "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                n + 1, n + 2, n + 3, n + 4, n + 5, n + 6, n + 7
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5,
+                n + 6,
+                n + 7
             ));
             values.extend([
                 Value::from(*seq),
@@ -248,10 +322,17 @@ pub async fn load_unfinished(conn: &impl ConnectionTrait) -> Result<Vec<TaskReco
 }
 
 /// One task with its progress reports.
-pub async fn get_task(conn: &impl ConnectionTrait, id: TaskId) -> Result<Option<TaskRecord>, DbErr> {
+pub async fn get_task(
+    conn: &impl ConnectionTrait,
+    id: TaskId,
+) -> Result<Option<TaskRecord>, DbErr> {
     let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1");
     let row = conn
-        .query_one_raw(stmt(conn.get_database_backend(), &sql, [Value::from(id.to_string())]))
+        .query_one_raw(stmt(
+            conn.get_database_backend(),
+            &sql,
+            [Value::from(id.to_string())],
+        ))
         .await?;
     let Some(row) = row else { return Ok(None) };
     let mut task = record(&row)?;
@@ -268,7 +349,8 @@ pub async fn state_of(conn: &impl ConnectionTrait, id: TaskId) -> Result<Option<
             [Value::from(id.to_string())],
         ))
         .await?;
-    row.map(|r| parse_state(&get::<String>(&r, "state")?)).transpose()
+    row.map(|r| parse_state(&get::<String>(&r, "state")?))
+        .transpose()
 }
 
 /// Filters of a task listing (AND-ed); see `ListTasksRequest`.
@@ -291,11 +373,18 @@ pub struct TaskFilter {
 }
 
 /// A page of tasks in dispatch order, and whether more follow.
-pub async fn list(conn: &impl ConnectionTrait, filter: &TaskFilter) -> Result<(Vec<TaskRecord>, bool), DbErr> {
+pub async fn list(
+    conn: &impl ConnectionTrait,
+    filter: &TaskFilter,
+) -> Result<(Vec<TaskRecord>, bool), DbErr> {
     let mut conditions = vec!["seq > $1".to_owned()];
     let mut values = vec![Value::from(filter.after_seq)];
     if !filter.states.is_empty() {
-        let list: Vec<String> = filter.states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        let list: Vec<String> = filter
+            .states
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
         conditions.push(format!("state IN ({})", list.join(", ")));
     }
     // (SQL before the placeholder, SQL after it, the value)
@@ -303,7 +392,11 @@ pub async fn list(conn: &impl ConnectionTrait, filter: &TaskFilter) -> Result<(V
         ("func = ", "", &filter.func),
         ("task_group_id = ", "", &filter.task_group_id),
         ("worker = ", "", &filter.worker),
-        ("seq IN (SELECT task_seq FROM task_resources WHERE resource = ", ")", &filter.resource),
+        (
+            "seq IN (SELECT task_seq FROM task_resources WHERE resource = ",
+            ")",
+            &filter.resource,
+        ),
     ];
     for (before, after, value) in equal_to {
         if let Some(value) = value {
@@ -316,7 +409,9 @@ pub async fn list(conn: &impl ConnectionTrait, filter: &TaskFilter) -> Result<(V
         conditions.join(" AND "),
         filter.limit + 1
     );
-    let rows = conn.query_all_raw(stmt(conn.get_database_backend(), &sql, values)).await?;
+    let rows = conn
+        .query_all_raw(stmt(conn.get_database_backend(), &sql, values))
+        .await?;
     let more = rows.len() > filter.limit as usize;
     let mut tasks = rows
         .iter()
@@ -327,7 +422,10 @@ pub async fn list(conn: &impl ConnectionTrait, filter: &TaskFilter) -> Result<(V
     Ok((tasks, more))
 }
 
-async fn attach_progress(conn: &impl ConnectionTrait, tasks: &mut [TaskRecord]) -> Result<(), DbErr> {
+async fn attach_progress(
+    conn: &impl ConnectionTrait,
+    tasks: &mut [TaskRecord],
+) -> Result<(), DbErr> {
     if tasks.is_empty() {
         return Ok(());
     }
@@ -338,7 +436,10 @@ async fn attach_progress(conn: &impl ConnectionTrait, tasks: &mut [TaskRecord]) 
         placeholders(1, tasks.len())
     );
     let values = tasks.iter().map(|t| Value::from(t.seq));
-    for row in conn.query_all_raw(stmt(conn.get_database_backend(), &sql, values)).await? {
+    for row in conn
+        .query_all_raw(stmt(conn.get_database_backend(), &sql, values))
+        .await?
+    {
         let seq: i64 = get(&row, "task_seq")?;
         if let Some(i) = index.get(&seq) {
             tasks[*i].progress.push(Progress {
@@ -354,7 +455,8 @@ async fn attach_progress(conn: &impl ConnectionTrait, tasks: &mut [TaskRecord]) 
 }
 
 fn parse_state(s: &str) -> Result<TaskState, DbErr> {
-    TaskState::parse(s).ok_or_else(|| DbErr::Custom(format!("unknown task state {s:?} in the database")))
+    TaskState::parse(s)
+        .ok_or_else(|| DbErr::Custom(format!("unknown task state {s:?} in the database")))
 }
 
 fn record(row: &QueryResult) -> Result<TaskRecord, DbErr> {

@@ -45,7 +45,11 @@ pub struct Registration<'a> {
 }
 
 /// Inserts or refreshes a worker that connected.
-pub async fn upsert_online(conn: &impl ConnectionTrait, reg: &Registration<'_>, now: i64) -> Result<(), DbErr> {
+pub async fn upsert_online(
+    conn: &impl ConnectionTrait,
+    reg: &Registration<'_>,
+    now: i64,
+) -> Result<(), DbErr> {
     let sql = "INSERT INTO workers (name, instance_id, state, funcs, slots, version, connected_at, last_heartbeat) \
                VALUES ($1, $2, 'online', $3, $4, $5, $6, $6) \
                ON CONFLICT (name) DO UPDATE SET instance_id = excluded.instance_id, state = 'online', \
@@ -59,7 +63,8 @@ pub async fn upsert_online(conn: &impl ConnectionTrait, reg: &Registration<'_>, 
         Value::from(reg.version.to_owned()),
         Value::from(now),
     ];
-    conn.execute_raw(stmt(conn.get_database_backend(), sql, values)).await?;
+    conn.execute_raw(stmt(conn.get_database_backend(), sql, values))
+        .await?;
     Ok(())
 }
 
@@ -91,7 +96,11 @@ pub async fn touch(conn: &impl ConnectionTrait, names: &[String], now: i64) -> R
 /// offers beyond the built-in catalog).
 pub async fn all_funcs(conn: &impl ConnectionTrait) -> Result<Vec<String>, DbErr> {
     let rows = conn
-        .query_all_raw(stmt(conn.get_database_backend(), "SELECT funcs FROM workers", []))
+        .query_all_raw(stmt(
+            conn.get_database_backend(),
+            "SELECT funcs FROM workers",
+            [],
+        ))
         .await?;
     let mut funcs = Vec::new();
     for row in rows {
