@@ -34,7 +34,9 @@ impl TaskName {
     /// 1 to 200 characters of ASCII letters, digits, `_`, `.` and `:`.
     pub fn parse(s: &str) -> Result<TaskName, InvalidName> {
         if s.is_empty() {
-            return Err(invalid("func is empty: name a registered task, e.g. \"noop\""));
+            return Err(invalid(
+                "func is empty: name a registered task, e.g. \"noop\"",
+            ));
         }
         if s.len() > MAX_TASK_NAME_LEN {
             return Err(invalid(format!(
@@ -74,7 +76,9 @@ impl ResourceName {
     /// and no leading or trailing white space.
     pub fn parse(s: &str) -> Result<ResourceName, InvalidName> {
         if s.is_empty() {
-            return Err(invalid("a resource is empty: name it, e.g. \"/pulp/api/v3/repositories/file/file/1/\""));
+            return Err(invalid(
+                "a resource is empty: name it, e.g. \"/pulp/api/v3/repositories/file/file/1/\"",
+            ));
         }
         if s.len() > MAX_RESOURCE_LEN {
             return Err(invalid(format!(
@@ -100,10 +104,15 @@ impl ResourceName {
         let part_ok = |s: &str, extra: &[char]| {
             !s.is_empty()
                 && s.len() <= MAX_REF_PART_LEN
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') || extra.contains(&c))
+                && s.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') || extra.contains(&c)
+                })
         };
-        if !part_ok(kind, &['/']) || kind.starts_with('/') || kind.ends_with('/') || kind.contains("//") {
+        if !part_ok(kind, &['/'])
+            || kind.starts_with('/')
+            || kind.ends_with('/')
+            || kind.contains("//")
+        {
             return Err(invalid(format!(
                 "resource kind {kind:?} is not valid: 1 to {MAX_REF_PART_LEN} letters, digits, '_', '-', '.' and inner '/'"
             )));
@@ -281,7 +290,14 @@ mod tests {
             ResourceName::from_ref("repositories/file/file", "0190-ab").unwrap(),
             r("/pulp/api/v3/repositories/file/file/0190-ab/")
         );
-        for (kind, id) in [("", "1"), ("/a", "1"), ("a/", "1"), ("a//b", "1"), ("a", "1/2"), ("a", "")] {
+        for (kind, id) in [
+            ("", "1"),
+            ("/a", "1"),
+            ("a/", "1"),
+            ("a//b", "1"),
+            ("a", "1/2"),
+            ("a", ""),
+        ] {
             assert!(ResourceName::from_ref(kind, id).is_err(), "{kind:?} {id:?}");
         }
     }

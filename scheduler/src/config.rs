@@ -41,6 +41,11 @@ pub struct Config {
     #[arg(long, env = "PULP_LOG_FORMAT", default_value = "pretty")]
     pub log_format: LogFormat,
 
+    /// Delete tasks in final states this many days after they finished
+    /// (checked hourly). Default: keep them until `PurgeTasks` is called.
+    #[arg(long, env = "PULP_TASK_RETENTION_DAYS")]
+    pub task_retention_days: Option<f64>,
+
     /// Quick start: also launch this many `pulp-worker` processes (found
     /// next to this binary) connected to this scheduler, and stop them on
     /// exit.
@@ -59,6 +64,7 @@ impl Config {
             db_max_connections: 16,
             log_format: LogFormat::Pretty,
             spawn_workers: 0,
+            task_retention_days: None,
         }
     }
 
@@ -70,6 +76,19 @@ impl Config {
                 self.data_dir.join("pulp.sqlite").display()
             )
         })
+    }
+
+    /// The task retention, validated.
+    pub fn task_retention(&self) -> anyhow::Result<Option<Duration>> {
+        match self.task_retention_days {
+            None => Ok(None),
+            Some(days) if days.is_finite() && days > 0.0 && days <= 36_500.0 => {
+                Ok(Some(Duration::from_secs_f64(days * 86_400.0)))
+            }
+            Some(days) => anyhow::bail!(
+                "--task-retention-days {days} is out of range: give more than 0 and at most 36500"
+            ),
+        }
     }
 
     /// The worker TTL, validated.

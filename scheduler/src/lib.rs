@@ -12,6 +12,8 @@
 //! - [`store`]: SQL for tasks, groups and workers (SQLite or PostgreSQL).
 //! - [`health`]: `grpc.health.v1`, following the database's reachability.
 //! - [`quickstart`]: worker processes for the one-command quick start.
+//! - [`retention`]: optional hourly purge of old finished tasks.
+//! - [`single`]: the lock that keeps a SQLite file to one scheduler.
 //!
 //! # Data flow
 //! `Dispatch` -> validate -> engine round: INSERT, add to reservations, find
@@ -28,6 +30,8 @@ pub mod engine;
 pub mod health;
 pub mod quickstart;
 pub mod reservations;
+pub mod retention;
+pub mod single;
 pub mod store;
 pub mod task;
 
@@ -52,7 +56,12 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let worker_ttl = config.worker_ttl()?;
+    let retention = config.task_retention()?;
     let url = config.database_url();
+    let _single = pulp_common::db::sqlite_file(&url)
+        .map(|file| single::lock(&file))
+        .transpose()?;
     let settings = pulp_common::db::PoolSettings {
         max_connections: config.db_max_connections,
         ..Default::default()
@@ -68,7 +77,7 @@ pub async fn run(
     let (engine, engine_task) = Engine::spawn(
         db.clone(),
         EngineSettings {
-            worker_ttl: config.worker_ttl()?,
+            worker_ttl,
             ..Default::default()
         },
         engine_stop.clone(),
@@ -81,6 +90,13 @@ pub async fn run(
         reporter,
         shutdown.child_token(),
     ));
+    if let Some(retention) = retention {
+        tokio::spawn(retention::run(
+            db.clone(),
+            retention,
+            shutdown.child_token(),
+        ));
+    }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pulp_common::proto::FILE_DESCRIPTOR_SET)
         .build_v1()

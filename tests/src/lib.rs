@@ -42,7 +42,8 @@ pub enum Backend {
 
 /// The PostgreSQL server tests create their databases on.
 pub fn postgres_admin_url() -> String {
-    std::env::var("PULP_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("PULP_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 fn in_ci() -> bool {
@@ -70,7 +71,10 @@ impl TestDb {
         let dir = tempfile::tempdir().expect("temporary directory");
         match backend {
             Backend::Sqlite => Some(TestDb {
-                url: format!("sqlite://{}?mode=rwc", dir.path().join("pulp.sqlite").display()),
+                url: format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("pulp.sqlite").display()
+                ),
                 postgres_name: None,
                 _dir: dir,
             }),
@@ -101,26 +105,37 @@ impl TestDb {
 async fn create_postgres_database(name: &str) -> anyhow::Result<String> {
     use sqlx::Connection;
     let admin = postgres_admin_url();
-    let mut conn = tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin))
-        .await
-        .context("connect to PostgreSQL: timed out")??;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await?;
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
+    let mut conn =
+        tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin))
+            .await
+            .context("connect to PostgreSQL: timed out")??;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut conn)
+        .await?;
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(base, _)| base);
     Ok(format!("{base}/{name}"))
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some(name) = self.postgres_name.take() else { return };
+        let Some(name) = self.postgres_name.take() else {
+            return;
+        };
         // Drop runs outside async: use a small runtime of its own.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(async {
                 use sqlx::Connection;
                 let mut conn = sqlx::PgConnection::connect(&postgres_admin_url()).await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
-                    .execute(&mut conn)
-                    .await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await?;
                 anyhow::Ok(())
             })
         })
@@ -140,7 +155,9 @@ impl TestWorker {
     /// Stops it gracefully (drain) and waits for it.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.stop.cancel();
-        tokio::time::timeout(WAIT, self.handle).await.context("worker did not stop")??
+        tokio::time::timeout(WAIT, self.handle)
+            .await
+            .context("worker did not stop")??
     }
 
     /// Stops it at once, as if the process died: its stream drops.
@@ -171,12 +188,17 @@ impl TestApp {
     }
 
     /// As [`spawn`](Self::spawn), adjusting the scheduler's settings first.
-    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut pulp_scheduler::Config)) -> Option<TestApp> {
+    pub async fn spawn_with(
+        backend: Backend,
+        adjust: impl FnOnce(&mut pulp_scheduler::Config),
+    ) -> Option<TestApp> {
         init_logs();
         let db = TestDb::new(backend).await?;
         let mut config = pulp_scheduler::Config::new(db.url());
         adjust(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let address = listener.local_addr().expect("address");
         let stop = CancellationToken::new();
         let scheduler = tokio::spawn(pulp_scheduler::run(config, listener, stop.clone()));
@@ -199,7 +221,11 @@ impl TestApp {
 
     /// Waits until the scheduler's health turns SERVING.
     pub async fn wait_until_serving(&self) {
-        wait_for_health(self.channel.clone(), tonic_health::pb::health_check_response::ServingStatus::Serving).await;
+        wait_for_health(
+            self.channel.clone(),
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+        )
+        .await;
     }
 
     /// The scheduler's URL.
@@ -224,7 +250,8 @@ impl TestApp {
 
     /// Starts a worker with the built-in tasks and `slots` slots.
     pub async fn start_worker(&self, name: &str, slots: u32) -> TestWorker {
-        self.start_worker_with(name, slots, TaskRegistry::builtin(), |_| {}).await
+        self.start_worker_with(name, slots, TaskRegistry::builtin(), |_| {})
+            .await
     }
 
     /// Starts a worker with the tasks of `registry`, adjusting its config.
@@ -239,17 +266,28 @@ impl TestApp {
         config.name = name.to_owned();
         config.slots = slots;
         adjust(&mut config);
-        let health = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let health = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let health_address = health.local_addr().expect("address");
         let stop = CancellationToken::new();
-        let handle = tokio::spawn(pulp_worker::run_with(config, registry, Some(health), stop.clone()));
+        let handle = tokio::spawn(pulp_worker::run_with(
+            config,
+            registry,
+            Some(health),
+            stop.clone(),
+        ));
         let channel = Endpoint::from_shared(format!("http://{health_address}"))
             .expect("endpoint")
             .connect()
             .await
             .expect("connect to the worker's health server");
         // A worker is SERVING once the scheduler welcomed it.
-        wait_for_health(channel, tonic_health::pb::health_check_response::ServingStatus::Serving).await;
+        wait_for_health(
+            channel,
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+        )
+        .await;
         TestWorker {
             name: name.to_owned(),
             stop,
@@ -319,10 +357,15 @@ impl Drop for TestApp {
 }
 
 /// Follows `grpc.health.v1.Health/Watch` on `channel` until `status`.
-pub async fn wait_for_health(channel: Channel, status: tonic_health::pb::health_check_response::ServingStatus) {
+pub async fn wait_for_health(
+    channel: Channel,
+    status: tonic_health::pb::health_check_response::ServingStatus,
+) {
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let mut stream = health
-        .watch(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .expect("health watch")
         .into_inner();
@@ -339,7 +382,12 @@ pub async fn wait_for_health(channel: Channel, status: tonic_health::pb::health_
 }
 
 /// A DispatchRequest.
-pub fn dispatch_request(func: &str, kwargs: serde_json::Value, exclusive: &[&str], shared: &[&str]) -> pb::DispatchRequest {
+pub fn dispatch_request(
+    func: &str,
+    kwargs: serde_json::Value,
+    exclusive: &[&str],
+    shared: &[&str],
+) -> pb::DispatchRequest {
     let kwargs = match kwargs {
         serde_json::Value::Object(map) => Some(pulp_common::json::json_to_struct(&map)),
         _ => None,
@@ -362,16 +410,27 @@ pub fn state(task: &pb::Task) -> pb::TaskState {
 pub fn is_final(task: &pb::Task) -> bool {
     matches!(
         state(task),
-        pb::TaskState::Completed | pb::TaskState::Failed | pb::TaskState::Canceled | pb::TaskState::Skipped
+        pb::TaskState::Completed
+            | pb::TaskState::Failed
+            | pb::TaskState::Canceled
+            | pb::TaskState::Skipped
     )
 }
 
 /// The `(started_at_us, finished_at_us)` a `sleep` task measured inside its
 /// body, from its result.
 pub fn body_interval(task: &pb::Task) -> (i64, i64) {
-    let result = task.result.as_ref().map(pulp_common::json::value_to_json).unwrap_or_default();
-    let start = result["started_at_us"].as_i64().unwrap_or_else(|| panic!("no started_at_us in {result}"));
-    let end = result["finished_at_us"].as_i64().unwrap_or_else(|| panic!("no finished_at_us in {result}"));
+    let result = task
+        .result
+        .as_ref()
+        .map(pulp_common::json::value_to_json)
+        .unwrap_or_default();
+    let start = result["started_at_us"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no started_at_us in {result}"));
+    let end = result["finished_at_us"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no finished_at_us in {result}"));
     (start, end)
 }
 
@@ -397,4 +456,176 @@ macro_rules! both_databases {
             )*
         }
     };
+}
+
+/// The path of a binary of this workspace, built once per test process
+/// (`cargo build --bin ...`, a no-op when it is up to date) so that tests
+/// never run a stale binary.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .current_dir(&root)
+            .args([
+                "build",
+                "--quiet",
+                "--bin",
+                "pulp-scheduler",
+                "--bin",
+                "pulp-worker",
+                "--bin",
+                "pulpctl",
+            ])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build of the binaries failed");
+        // Test executables live in target/<profile>/deps.
+        let exe = std::env::current_exe().expect("test executable");
+        exe.parent()
+            .and_then(|deps| deps.parent())
+            .expect("target dir")
+            .to_path_buf()
+    });
+    let path = dir.join(name);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// A process of ours (scheduler or worker), killed when dropped.
+pub struct Process {
+    child: std::process::Child,
+    /// Its log (stdout and stderr).
+    pub log: PathBuf,
+}
+
+impl Process {
+    /// Starts binary `name` with `args`, logging to `log`.
+    pub fn start(name: &str, args: &[String], log: PathBuf) -> Process {
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = std::process::Command::new(binary(name))
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Process { child, log }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`KILL`, `TERM`, `STOP`, `CONT`) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {}", self.pid());
+    }
+
+    /// kill -9 and reap.
+    pub fn kill9(mut self) {
+        self.signal("KILL");
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit by itself, up to `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            // Exit of a child is not awaitable with std::process; a short
+            // reap interval bounded by the timeout.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestApp {
+    /// Starts a `pulp-worker` process connected to this scheduler, and
+    /// waits until its health endpoint reports SERVING.
+    pub async fn start_worker_process(&self, name: &str, slots: u32, extra: &[&str]) -> Process {
+        let health_port = free_port();
+        let mut args: Vec<String> = [
+            "--scheduler",
+            &self.url(),
+            "--name",
+            name,
+            "--slots",
+            &slots.to_string(),
+            "--working-dir",
+            self.work_dir(name).to_str().expect("utf-8 path"),
+            "--health-listen",
+            &format!("127.0.0.1:{health_port}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let process = Process::start(
+            "pulp-worker",
+            &args,
+            self.work_root.path().join(format!("{name}.log")),
+        );
+        wait_for_health(
+            connect_eventually(&format!("http://127.0.0.1:{health_port}")).await,
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+        )
+        .await;
+        process
+    }
+}
+
+/// A free TCP port on loopback (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A channel to `url`, retrying until the server listens (a process that
+/// was just started), up to [`WAIT`].
+pub async fn connect_eventually(url: &str) -> Channel {
+    let endpoint = Endpoint::from_shared(url.to_owned()).expect("endpoint");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match endpoint.connect().await {
+            Ok(channel) => return channel,
+            Err(err) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{url} never listened: {err}"
+                );
+                // Nothing to subscribe to before the process listens.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }

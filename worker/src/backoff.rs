@@ -84,7 +84,10 @@ mod tests {
         let mut base = Duration::from_millis(100);
         for _ in 0..12 {
             let d = b.next_delay();
-            assert!(d >= base.mul_f64(0.8) && d <= base.mul_f64(1.2), "{d:?} vs {base:?}");
+            assert!(
+                d >= base.mul_f64(0.8) && d <= base.mul_f64(1.2),
+                "{d:?} vs {base:?}"
+            );
             base = (base * 2).min(Duration::from_secs(10));
         }
     }

@@ -37,7 +37,7 @@ pub struct Config {
     pub scheduler: String,
 
     /// This worker's name, unique among live workers: letters, digits, `_`,
-    /// `-`, `.`, `@` and `:` [default: <hostname>-<pid>].
+    /// `-`, `.`, `@` and `:` (default: `<hostname>-<pid>`).
     #[arg(
         long,
         env = "PULP_WORKER_NAME",
@@ -280,7 +280,10 @@ mod tests {
     #[test]
     fn default_name_is_a_valid_worker_name() {
         let name = default_name();
-        assert!(pulp_common::names::WorkerName::parse(&name).is_ok(), "{name}");
+        assert!(
+            pulp_common::names::WorkerName::parse(&name).is_ok(),
+            "{name}"
+        );
         assert!(name.ends_with(&format!("-{}", std::process::id())));
     }
 }

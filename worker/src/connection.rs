@@ -17,13 +17,17 @@
 //! - timers: reconnect backoff (100 ms doubling to 10 s, ±20 %), result
 //!   re-send backoff, the lease watchdog, and the drain deadlines.
 //!
-//! Tasks keep running while the worker is disconnected. Section 7 of the
-//! design asks more: a worker that cannot renew its lease stops its tasks
-//! before the lease can lapse. The lease watchdog does that, best effort:
-//! the lease counts as renewed when a heartbeat is queued, and the tasks are
-//! stopped `cancel-grace + 2 s` before `ttl` runs out (but no sooner than
-//! half the ttl). The guarantee against overlap remains the database
-//! fencing of a task's writes.
+//! Tasks keep running while the worker is disconnected, but not past its
+//! lease (design section 7: a worker that cannot renew its lease stops its
+//! tasks before the lease can lapse). The scheduler answers every Heartbeat
+//! with `LeaseRenewed`, which means the lease runs at least `ttl` from when
+//! that heartbeat was sent; the Hello's send time starts the first lease.
+//! The lease watchdog fires `cancel-grace + 2 s` before the last confirmed
+//! renewal's `ttl` runs out (but no sooner than half the `ttl`), so that a
+//! task that must be aborted is gone before the scheduler may hand its
+//! resources to another task. It stops every running task (they end FAILED,
+//! "worker lost"), and, if still connected, drops the stream and registers
+//! again: the scheduler ignores an expired stream.
 //!
 //! Shutdown drains: `Draining` is sent and health turns NOT_SERVING; tasks
 //! get `shutdown-grace` to finish (their results are still reported); the
@@ -36,16 +40,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use pb::scheduler_message::Message as Inbound;
+use pb::worker_message::Message as Outbound;
 use pulp_common::json::{struct_to_json, value_to_json};
 use pulp_common::names::TaskId;
 use pulp_common::proto::tasking::v1 as pb;
-use pb::scheduler_message::Message as Inbound;
-use pb::worker_message::Message as Outbound;
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
-use tracing::{debug, error, info, instrument, warn};
+use tracing::{Instrument, debug, error, info, instrument, warn};
 
 use crate::backoff::Backoff;
 use crate::error::{Chain, WorkerError};
@@ -152,7 +156,7 @@ impl Connection {
     }
 
     /// Runs until `shutdown` fires and the drain is over.
-    #[instrument(skip_all, fields(worker = %self.setup.name))]
+    #[instrument(name = "worker", skip_all, fields(worker = %self.setup.name))]
     pub async fn run(mut self, shutdown: CancellationToken) {
         self.start_connecting();
         loop {
@@ -161,7 +165,11 @@ impl Connection {
             }
             let draining = self.drain.is_some();
             let connected = self.session.is_some();
-            let drain_deadline = self.drain.as_ref().filter(|d| !d.forced).map(|d| d.deadline);
+            let drain_deadline = self
+                .drain
+                .as_ref()
+                .filter(|d| !d.forced)
+                .map(|d| d.deadline);
             let acks_deadline = self.drain.as_ref().and_then(|d| d.acks_deadline);
             let resend_at = self.results.next_resend_at().filter(|_| connected);
             let lease_stop_at = self.lease_stop_at();
@@ -230,7 +238,7 @@ impl Connection {
         );
         self.lease = Some(Lease {
             ttl: welcome.lease_ttl,
-            renewed_at: session.opened_at,
+            renewed_at: session.hello_at,
             expired: false,
         });
         for held in &welcome.stale {
@@ -319,16 +327,19 @@ impl Connection {
     fn on_session_event(&mut self, event: SessionEvent) {
         match event {
             SessionEvent::Message(Inbound::Welcome(_)) => warn!("ignored a second Welcome"),
-            SessionEvent::Message(Inbound::Assignment(assignment)) => self.on_assignment(assignment),
+            SessionEvent::Message(Inbound::Assignment(assignment)) => {
+                self.on_assignment(assignment)
+            }
             SessionEvent::Message(Inbound::Cancel(cancel)) => self.on_cancel(&cancel),
             SessionEvent::Message(Inbound::ResultAck(ack)) => self.on_ack(&ack),
+            SessionEvent::Message(Inbound::LeaseRenewed(renewed)) => {
+                self.on_lease_renewed(&renewed)
+            }
             SessionEvent::Unknown => debug!("ignored a scheduler message of an unknown kind"),
             SessionEvent::Heartbeat => {
-                if self.send(Outbound::Heartbeat(pb::Heartbeat {})) {
-                    if let Some(lease) = &mut self.lease {
-                        lease.renewed_at = Instant::now();
-                        lease.expired = false;
-                    }
+                let sent = self.session.as_mut().map(Session::send_heartbeat);
+                if let Some(Err(err)) = sent {
+                    self.session_lost(err);
                 }
             }
             SessionEvent::Ended(err) => self.session_lost(err),
@@ -347,7 +358,10 @@ impl Connection {
             return;
         }
         let slots = self.setup.slots;
-        if self.running.len() >= slots as usize {
+        // Tasks the scheduler declared stale are stopping and no longer
+        // count as its assignments.
+        let busy = self.running.values().filter(|r| !r.discard).count();
+        if busy >= slots as usize {
             warn!(%task_id, attempt, %func, slots, "refused an assignment beyond this worker's slots");
             let description = format!(
                 "worker {} has no free slot: all {slots} are busy",
@@ -372,19 +386,27 @@ impl Connection {
                 .args
                 .map(|list| list.values.iter().map(value_to_json).collect())
                 .unwrap_or_default(),
-            kwargs: assignment.kwargs.as_ref().map(struct_to_json).unwrap_or_default(),
+            kwargs: assignment
+                .kwargs
+                .as_ref()
+                .map(struct_to_json)
+                .unwrap_or_default(),
             timeout_seconds: assignment.timeout_seconds,
         };
         let stop = StopHandle::default();
         if self.drain.as_ref().is_some_and(|d| d.forced) {
             stop.stop(StopReason::Shutdown);
         }
-        let handle = self.runners.spawn(runner::run(
-            job,
-            self.setup.runner.clone(),
-            self.progress.clone(),
-            stop.clone(),
-        ));
+        // The runner's span is a child of this worker's span.
+        let handle = self.runners.spawn(
+            runner::run(
+                job,
+                self.setup.runner.clone(),
+                self.progress.clone(),
+                stop.clone(),
+            )
+            .in_current_span(),
+        );
         self.runner_tasks.insert(handle.id(), task_id);
         self.running.insert(
             task_id,
@@ -420,7 +442,9 @@ impl Connection {
                 %task_id, attempt = cancel.attempt, running_attempt = running.attempt,
                 "ignored a cancel of another attempt"
             ),
-            None => debug!(%task_id, attempt = cancel.attempt, "ignored a cancel of a task not running here"),
+            None => {
+                debug!(%task_id, attempt = cancel.attempt, "ignored a cancel of a task not running here")
+            }
         }
     }
 
@@ -520,10 +544,27 @@ impl Connection {
 
     // ----- lease -----
 
-    /// When the watchdog stops the running tasks: only while disconnected.
+    fn on_lease_renewed(&mut self, renewed: &pb::LeaseRenewed) {
+        let Some(sent_at) = self.session.as_mut().and_then(Session::lease_renewed) else {
+            debug!("ignored a LeaseRenewed that answers no heartbeat");
+            return;
+        };
+        if let Some(lease) = &mut self.lease {
+            lease.renewed_at = lease.renewed_at.max(sent_at);
+            lease.expired = false;
+            if renewed.lease_ttl_seconds > 0.0
+                && let Ok(ttl) = Duration::try_from_secs_f64(renewed.lease_ttl_seconds)
+            {
+                lease.ttl = ttl;
+            }
+        }
+    }
+
+    /// When the lease watchdog fires: while tasks run, or while connected
+    /// (an expired stream must be replaced).
     fn lease_stop_at(&self) -> Option<Instant> {
         let lease = self.lease.as_ref()?;
-        if lease.expired || self.session.is_some() || self.running.is_empty() {
+        if lease.expired || (self.session.is_none() && self.running.is_empty()) {
             return None;
         }
         let margin = self.setup.runner.cancel_grace + LEASE_MARGIN;
@@ -545,7 +586,11 @@ impl Connection {
                 stopped += 1;
             }
         }
-        error!(stopped, "could not renew the lease with the scheduler; stopped the running tasks before it lapses");
+        error!(
+            stopped,
+            "the lease with the scheduler was not renewed in time; stopped the running tasks before it lapses"
+        );
+        self.session_lost(WorkerError::LeaseNotRenewed);
     }
 
     // ----- shutdown -----
@@ -576,7 +621,10 @@ impl Connection {
             }
         }
         if stopped > 0 {
-            warn!(stopped, "shutdown grace is over; stopping the remaining tasks");
+            warn!(
+                stopped,
+                "shutdown grace is over; stopping the remaining tasks"
+            );
         }
     }
 

@@ -66,6 +66,10 @@ pub enum WorkerError {
     /// The scheduler did not answer Hello in time.
     #[error("the scheduler did not answer Hello within {0:?}")]
     HandshakeTimeout(Duration),
+    /// No `LeaseRenewed` came in time: the scheduler counts this stream as
+    /// expired, so the worker registers again.
+    #[error("the scheduler did not renew the lease in time")]
+    LeaseNotRenewed,
     /// The outbound queue is full: the scheduler has stopped reading.
     #[error("the stream to the scheduler is stalled ({0} messages queued)")]
     Stalled(usize),
@@ -96,15 +100,22 @@ impl WorkerError {
     }
 }
 
-/// Displays an error with its whole cause chain: `outer: inner: root`.
+/// Displays an error with its whole cause chain, `outer: inner: root`,
+/// skipping a cause that only repeats the message before it (as tonic's
+/// transport errors do).
 pub(crate) struct Chain<'a>(pub &'a (dyn StdError + 'static));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut last = self.0.to_string();
+        f.write_str(&last)?;
         let mut source = self.0.source();
         while let Some(cause) = source {
-            write!(f, ": {cause}")?;
+            let message = cause.to_string();
+            if message != last {
+                write!(f, ": {message}")?;
+                last = message;
+            }
             source = cause.source();
         }
         Ok(())

@@ -1,11 +1,11 @@
 //! gRPC health (`grpc.health.v1`) of the worker, for kubelet probes.
 //!
-//! The connection loop flips one flag with [`Health::set_serving`] (true
+//! The connection loop flips one flag with `Health::set_serving` (true
 //! while connected, welcomed and not draining); a small forwarding task
 //! copies it into tonic-health's reporter for the service names `""` and
 //! `pulp.tasking.v1.Worker`. Setting the flag is synchronous, so the loop
 //! never waits on the health server. The server runs on the listener given
-//! to [`start`] until [`HealthServer::shutdown`].
+//! to `start` until `HealthServer::shutdown`.
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -79,7 +79,10 @@ pub(crate) async fn start(listener: Option<TcpListener>) -> (Health, HealthServe
         tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned())
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    stop.cancelled_owned(),
+                )
                 .await;
             if let Err(err) = served {
                 error!(error = %Chain(&err), "the health server failed");

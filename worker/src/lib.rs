@@ -136,8 +136,8 @@ pub async fn run_with(
 
 /// Checks the configuration once and turns it into the loop's settings.
 fn validate(config: &Config, registry: &TaskRegistry) -> Result<Setup, WorkerError> {
-    let name = WorkerName::parse(&config.name)
-        .map_err(|e| WorkerError::Config(format!("--name: {e}")))?;
+    let name =
+        WorkerName::parse(&config.name).map_err(|e| WorkerError::Config(format!("--name: {e}")))?;
     if !(1..=config::MAX_SLOTS).contains(&config.slots) {
         return Err(WorkerError::Config(format!(
             "--slots is {}; use 1 to {}",
@@ -153,7 +153,10 @@ fn validate(config: &Config, registry: &TaskRegistry) -> Result<Setup, WorkerErr
             .map_err(|e| WorkerError::Config(format!("registered task {func:?}: {e}")))?;
     }
     let endpoint = Endpoint::from_shared(config.scheduler.clone()).map_err(|e| {
-        WorkerError::Config(format!("--scheduler {:?} is not a URL: {e}", config.scheduler))
+        WorkerError::Config(format!(
+            "--scheduler {:?} is not a URL: {e}",
+            config.scheduler
+        ))
     })?;
     if endpoint.uri().scheme_str() != Some("http") {
         return Err(WorkerError::Config(format!(
@@ -166,12 +169,11 @@ fn validate(config: &Config, registry: &TaskRegistry) -> Result<Setup, WorkerErr
         .http2_keep_alive_interval(KEEPALIVE)
         .keep_alive_timeout(KEEPALIVE)
         .keep_alive_while_idle(true);
-    let working_root = std::path::absolute(&config.working_dir).map_err(|source| {
-        WorkerError::WorkingDir {
+    let working_root =
+        std::path::absolute(&config.working_dir).map_err(|source| WorkerError::WorkingDir {
             path: config.working_dir.clone(),
             source,
-        }
-    })?;
+        })?;
     Ok(Setup {
         name: name.as_str().to_owned(),
         slots: config.slots,

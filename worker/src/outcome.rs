@@ -2,7 +2,7 @@
 //! runner reports.
 //!
 //! A task body returns `Result<serde_json::Value, TaskError>`; the runner
-//! turns that (or a panic, a cancellation, a timeout) into an [`Outcome`],
+//! turns that (or a panic, a cancellation, a timeout) into an `Outcome`,
 //! and the connection loop sends it as a `TaskFinished` message, the only
 //! place the prost types appear.
 

@@ -2,7 +2,7 @@
 //!
 //! A task calls [`crate::TaskContext::report_progress`], which never blocks:
 //! the report replaces any pending report of the same task, attempt and code
-//! in a shared buffer (the [`ProgressHub`]) and wakes the connection loop,
+//! in a shared buffer (the `ProgressHub`) and wakes the connection loop,
 //! which takes everything pending and sends one `Progress` message each.
 //! While the worker is disconnected reports stay coalesced in the buffer
 //! (one per code), so a chatty task cannot grow memory; they are sent after
@@ -188,7 +188,10 @@ mod tests {
             .expect("a report wakes the reader");
         let taken = hub.take_task(a, 1);
         assert_eq!(
-            taken.iter().map(|p| (p.report.code.as_str(), p.report.done)).collect::<Vec<_>>(),
+            taken
+                .iter()
+                .map(|p| (p.report.code.as_str(), p.report.done))
+                .collect::<Vec<_>>(),
             [("one", 2), ("two", 0)]
         );
         let rest = hub.take_all();

@@ -93,6 +93,9 @@ mod tests {
         registry.register("extra", |_ctx| async { Ok(serde_json::json!(1)) });
         registry.register("noop", |_ctx| async { Ok(serde_json::json!(2)) });
         assert!(registry.get("extra").is_some());
-        assert_eq!(registry.names().count(), pulp_common::catalog::BUILTIN_TASKS.len() + 1);
+        assert_eq!(
+            registry.names().count(),
+            pulp_common::catalog::BUILTIN_TASKS.len() + 1
+        );
     }
 }

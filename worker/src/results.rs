@@ -150,7 +150,10 @@ mod tests {
 
         assert_eq!(results.ack(a, 1, 0, now), Some(Acked::Stored));
         assert_eq!(results.ack(a, 1, 0, now), None);
-        assert_eq!(results.ack(b, 2, 9, now), Some(Acked::Refused(Code::FailedPrecondition)));
+        assert_eq!(
+            results.ack(b, 2, 9, now),
+            Some(Acked::Refused(Code::FailedPrecondition))
+        );
         assert_eq!(results.ack(c, 99, 0, now), None, "another attempt's ack");
         assert_eq!(
             results.ack(c, 3, 14, now),

@@ -86,11 +86,6 @@ impl StopHandle {
         first
     }
 
-    /// True once a stop was requested.
-    pub fn is_stopped(&self) -> bool {
-        self.reason.get().is_some()
-    }
-
     /// Resolves with the reason once a stop is requested.
     async fn stopped(&self) -> StopReason {
         self.token.cancelled().await;
@@ -100,7 +95,7 @@ impl StopHandle {
 }
 
 /// Runs one job to its outcome. Never panics because of the task.
-#[instrument(skip_all, fields(task_id = %job.task_id, func = %job.func, attempt = job.attempt))]
+#[instrument(name = "task", skip_all, fields(task_id = %job.task_id, func = %job.func, attempt = job.attempt))]
 pub(crate) async fn run(
     job: Job,
     settings: Arc<RunnerSettings>,
@@ -150,7 +145,8 @@ pub(crate) async fn run(
         }
         Outcome::Canceled { forced } => info!(elapsed_ms, forced, "task canceled"),
     }
-    let created_resources = std::mem::take(&mut *created.lock().unwrap_or_else(PoisonError::into_inner));
+    let created_resources =
+        std::mem::take(&mut *created.lock().unwrap_or_else(PoisonError::into_inner));
     Finished {
         task_id,
         attempt,
@@ -201,7 +197,10 @@ async fn supervise(
     let forced = match tokio::time::timeout(grace, &mut handle.0).await {
         Ok(_) => false,
         Err(_) => {
-            warn!(grace_ms = grace.as_millis() as u64, "task ignored its cancellation; aborting it");
+            warn!(
+                grace_ms = grace.as_millis() as u64,
+                "task ignored its cancellation; aborting it"
+            );
             handle.0.abort();
             // Wait until the future is dropped, so nothing still uses the
             // working directory when it is removed.
@@ -364,9 +363,13 @@ mod tests {
     #[tokio::test]
     async fn cancelled_sleep_ends_canceled_and_its_dir_is_gone() {
         let fx = Fixture::new();
-        let (handle, stop, task_dir) = fx.start(fx.job(catalog::SLEEP, json!({"seconds": 60}), 0.0));
+        let (handle, stop, task_dir) =
+            fx.start(fx.job(catalog::SLEEP, json!({"seconds": 60}), 0.0));
         fx.wait_started().await;
-        assert!(task_dir.is_dir(), "the working directory exists while the task runs");
+        assert!(
+            task_dir.is_dir(),
+            "the working directory exists while the task runs"
+        );
 
         assert!(stop.stop(StopReason::Canceled));
         let finished = finish(handle).await;
@@ -377,7 +380,11 @@ mod tests {
     #[tokio::test]
     async fn ignored_cancellation_is_forced_after_the_grace() {
         let fx = Fixture::new();
-        let job = fx.job(catalog::SLEEP, json!({"seconds": 60, "ignore_cancel": true}), 0.0);
+        let job = fx.job(
+            catalog::SLEEP,
+            json!({"seconds": 60, "ignore_cancel": true}),
+            0.0,
+        );
         let (handle, stop, task_dir) = fx.start(job);
         fx.wait_started().await;
 
@@ -408,7 +415,10 @@ mod tests {
         let err = failed(finish(handle).await.outcome);
         assert_eq!(err.reason, reason::TIMED_OUT);
         assert_eq!(err.description, "task exceeded its timeout of 0.3 s");
-        assert!(err.traceback.is_empty(), "the sleep honoured its cancellation");
+        assert!(
+            err.traceback.is_empty(),
+            "the sleep honoured its cancellation"
+        );
         assert!(!task_dir.exists());
     }
 
@@ -416,7 +426,11 @@ mod tests {
     async fn worker_default_timeout_applies_and_forces_a_stubborn_task() {
         let mut fx = Fixture::new();
         Arc::get_mut(&mut fx.settings).unwrap().default_timeout = Some(Duration::from_millis(100));
-        let job = fx.job(catalog::SLEEP, json!({"seconds": 60, "ignore_cancel": true}), 0.0);
+        let job = fx.job(
+            catalog::SLEEP,
+            json!({"seconds": 60, "ignore_cancel": true}),
+            0.0,
+        );
         let (handle, _stop, _) = fx.start(job);
         let err = failed(finish(handle).await.outcome);
         assert_eq!(err.reason, reason::TIMED_OUT);
@@ -437,12 +451,15 @@ mod tests {
     #[tokio::test]
     async fn results_errors_and_created_resources_are_reported() {
         let mut fx = Fixture::new();
-        fx.registry.register("uses_dir", |ctx: TaskContext| async move {
-            let dir = ctx.working_dir().to_owned();
-            tokio::fs::write(dir.join("out.txt"), b"hello").await.map_err(|e| TaskError::task(e.to_string()))?;
-            ctx.record_created_resource("/pulp/api/v3/things/1/");
-            Ok(json!({"dir": dir.display().to_string(), "args": ctx.args}))
-        });
+        fx.registry
+            .register("uses_dir", |ctx: TaskContext| async move {
+                let dir = ctx.working_dir().to_owned();
+                tokio::fs::write(dir.join("out.txt"), b"hello")
+                    .await
+                    .map_err(|e| TaskError::task(e.to_string()))?;
+                ctx.record_created_resource("/pulp/api/v3/things/1/");
+                Ok(json!({"dir": dir.display().to_string(), "args": ctx.args}))
+            });
         let mut job = fx.job("uses_dir", json!({}), 0.0);
         job.args = vec![json!(1), json!("two")];
         let (handle, _, task_dir) = fx.start(job);
@@ -450,16 +467,27 @@ mod tests {
         let Outcome::Completed(value) = finished.outcome else {
             panic!("expected a result, got {:?}", finished.outcome);
         };
-        assert!(value["dir"].as_str().unwrap().starts_with(&task_dir.display().to_string()));
+        assert!(
+            value["dir"]
+                .as_str()
+                .unwrap()
+                .starts_with(&task_dir.display().to_string())
+        );
         assert_eq!(value["args"], json!([1, "two"]));
         assert_eq!(finished.created_resources, ["/pulp/api/v3/things/1/"]);
         assert!(!task_dir.exists());
 
         let (handle, _, _) = fx.start(fx.job(catalog::FAIL, json!({"message": "nope"}), 0.0));
-        assert_eq!(failed(finish(handle).await.outcome), TaskError::task("nope"));
+        assert_eq!(
+            failed(finish(handle).await.outcome),
+            TaskError::task("nope")
+        );
 
         let (handle, _, _) = fx.start(fx.job(catalog::NOOP, json!({}), 0.0));
-        assert_eq!(finish(handle).await.outcome, Outcome::Completed(Value::Null));
+        assert_eq!(
+            finish(handle).await.outcome,
+            Outcome::Completed(Value::Null)
+        );
     }
 
     #[test]

@@ -6,15 +6,18 @@
 //! sends through [`Session::send`] (never blocks: a full queue means the
 //! scheduler stopped reading, and the session is given up) and reads
 //! [`Session::next_event`] (the next inbound message or a heartbeat tick).
+//! It also remembers when each heartbeat went out, so the connection loop
+//! can date the lease renewal a `LeaseRenewed` confirms.
 //! Dropping a session ends the call; [`Session::close`] first ends the
 //! outbound stream so the scheduler sees a clean goodbye.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use pulp_common::proto::tasking::v1 as pb;
-use pulp_common::proto::tasking::v1::workers_client::WorkersClient;
 use pb::scheduler_message::Message as Inbound;
 use pb::worker_message::Message as Outbound;
+use pulp_common::proto::tasking::v1 as pb;
+use pulp_common::proto::tasking::v1::workers_client::WorkersClient;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_stream::StreamExt;
@@ -35,6 +38,8 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 /// How long [`Session::close`] waits for the scheduler to end its side.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most heartbeats remembered while waiting for their `LeaseRenewed`.
+const MAX_UNANSWERED_HEARTBEATS: usize = 64;
 
 /// What the Welcome said, validated.
 #[derive(Debug, Clone)]
@@ -66,6 +71,11 @@ pub(crate) struct Session {
     tx: mpsc::Sender<pb::WorkerMessage>,
     inbound: Streaming<pb::SchedulerMessage>,
     heartbeat: Interval,
+    /// When each heartbeat not yet answered by a `LeaseRenewed` was sent,
+    /// oldest first.
+    unanswered: VecDeque<Instant>,
+    /// When the Hello was sent: the lease runs at least from then.
+    pub hello_at: Instant,
     /// When the Welcome arrived.
     pub opened_at: Instant,
 }
@@ -76,6 +86,7 @@ pub(crate) async fn open(
     hello: pb::Hello,
 ) -> Result<(Session, Welcome), WorkerError> {
     let channel = endpoint.connect().await.map_err(WorkerError::Connect)?;
+    let hello_at = Instant::now();
     let mut client = WorkersClient::new(channel);
     let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
     tx.try_send(pb::WorkerMessage {
@@ -125,6 +136,8 @@ pub(crate) async fn open(
             tx,
             inbound,
             heartbeat,
+            unanswered: VecDeque::new(),
+            hello_at,
             opened_at,
         },
         welcome,
@@ -150,6 +163,28 @@ impl Session {
             })
     }
 
+    /// Sends a heartbeat and remembers when, to date the `LeaseRenewed`
+    /// that answers it.
+    pub fn send_heartbeat(&mut self) -> Result<(), WorkerError> {
+        let sent_at = Instant::now();
+        self.send(Outbound::Heartbeat(pb::Heartbeat {}))?;
+        // When full (a scheduler that stopped answering), the newest times
+        // are the ones dropped, so a late answer is dated too early rather
+        // than too late.
+        if self.unanswered.len() < MAX_UNANSWERED_HEARTBEATS {
+            self.unanswered.push_back(sent_at);
+        }
+        Ok(())
+    }
+
+    /// A `LeaseRenewed` arrived: when the heartbeat it answers was sent.
+    /// Answers come in order; should one be missing, the next answer is
+    /// paired with an older heartbeat, which only dates the renewal too
+    /// early (the safe side). `None` for an answer to no heartbeat.
+    pub fn lease_renewed(&mut self) -> Option<Instant> {
+        self.unanswered.pop_front()
+    }
+
     /// The next inbound message or heartbeat tick. Cancel-safe.
     pub async fn next_event(&mut self) -> SessionEvent {
         tokio::select! {
@@ -167,7 +202,9 @@ impl Session {
     /// Ends the outbound stream, then waits briefly for the scheduler to end
     /// its side.
     pub async fn close(self) {
-        let Session { tx, mut inbound, .. } = self;
+        let Session {
+            tx, mut inbound, ..
+        } = self;
         drop(tx);
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
             while let Some(Ok(_)) = inbound.next().await {}

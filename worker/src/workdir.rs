@@ -1,7 +1,7 @@
 //! Working directories: `<root>/<task-id>/<random>/`, mode 0700, one per
 //! task run, removed when the run ends in any state.
 //!
-//! At start [`lock_root`] creates the root if missing and takes an exclusive
+//! At start `lock_root` creates the root if missing and takes an exclusive
 //! lock on `<root>/.pulp-worker.lock`, then [`clear_stale`] removes the task
 //! directories a crashed run left behind. The lock is there because that
 //! cleanup would otherwise delete the live directories of another worker
@@ -145,8 +145,8 @@ pub fn clear_stale(root: &Path) -> io::Result<usize> {
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
-        let is_task_dir = uuid::Uuid::try_parse(&name)
-            .is_ok_and(|id| id.hyphenated().to_string() == name);
+        let is_task_dir =
+            uuid::Uuid::try_parse(&name).is_ok_and(|id| id.hyphenated().to_string() == name);
         // `file_type` does not follow symbolic links.
         if is_task_dir && entry.file_type()?.is_dir() {
             remove_dir_if_present(&entry.path())?;
@@ -215,9 +215,7 @@ mod tests {
         std::fs::write(&keep_file, b"x").unwrap();
         let uuid_file = root.path().join(TaskId::new().to_string());
         std::fs::write(&uuid_file, b"x").unwrap();
-        let upper = root
-            .path()
-            .join(TaskId::new().to_string().to_uppercase());
+        let upper = root.path().join(TaskId::new().to_string().to_uppercase());
         std::fs::create_dir(&upper).unwrap();
         // A link named like a task dir, to a directory that must survive.
         let target = tempfile::tempdir().unwrap();
@@ -228,7 +226,11 @@ mod tests {
         assert_eq!(clear_stale(root.path()).unwrap(), 1);
         assert!(!stale.exists());
         for kept in [&keep_dir, &keep_file, &uuid_file, &upper, &link] {
-            assert!(kept.symlink_metadata().is_ok(), "{} removed", kept.display());
+            assert!(
+                kept.symlink_metadata().is_ok(),
+                "{} removed",
+                kept.display()
+            );
         }
         assert!(target.path().join("precious").exists());
     }

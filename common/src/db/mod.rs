@@ -63,11 +63,27 @@ pub fn is_sqlite_url(url: &str) -> bool {
     url.starts_with("sqlite:")
 }
 
+/// The file of a SQLite URL (`None` for other databases or in-memory ones).
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    use sqlx::sqlite::SqliteConnectOptions;
+    if !is_sqlite_url(url) {
+        return None;
+    }
+    let options = SqliteConnectOptions::from_str(url).ok()?;
+    let file = options.get_filename();
+    (!file.as_os_str().is_empty() && file != Path::new(":memory:")).then(|| file.to_path_buf())
+}
+
 /// Opens a pool on `url` (`sqlite://PATH[?mode=rwc]` or `postgres://...`).
 /// A SQLite file and its directory are created when missing.
-pub async fn connect(url: &str, settings: &PoolSettings) -> Result<DatabaseConnection, ConnectError> {
+pub async fn connect(
+    url: &str,
+    settings: &PoolSettings,
+) -> Result<DatabaseConnection, ConnectError> {
     if is_sqlite_url(url) {
-        use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+        use sqlx::sqlite::{
+            SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+        };
         let options = SqliteConnectOptions::from_str(url)
             .map_err(ConnectError::InvalidUrl)?
             .create_if_missing(true)
@@ -75,7 +91,11 @@ pub async fn connect(url: &str, settings: &PoolSettings) -> Result<DatabaseConne
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
-        if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = options
+            .get_filename()
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
             create_dir(dir)?;
         }
         let pool = SqlitePoolOptions::new()
@@ -94,7 +114,9 @@ pub async fn connect(url: &str, settings: &PoolSettings) -> Result<DatabaseConne
             .connect_with(options)
             .await
             .map_err(ConnectError::Connect)?;
-        Ok(sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool))
+        Ok(sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(
+            pool,
+        ))
     } else {
         Err(ConnectError::UnsupportedUrl(url.to_owned()))
     }
@@ -131,9 +153,18 @@ pub fn is_unavailable(err: &DbErr) -> bool {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
         DbErr::Exec(e) | DbErr::Query(e) => {
             let text = e.to_string();
-            ["connection", "pool timed out", "broken pipe", "terminating", "shutting down", "closed", "database is locked", "the database system"]
-                .iter()
-                .any(|needle| text.contains(needle))
+            [
+                "connection",
+                "pool timed out",
+                "broken pipe",
+                "terminating",
+                "shutting down",
+                "closed",
+                "database is locked",
+                "the database system",
+            ]
+            .iter()
+            .any(|needle| text.contains(needle))
         }
         _ => false,
     }

@@ -9,6 +9,7 @@ use pulp_common::names::{ResourceName, TaskGroupId, TaskId};
 use pulp_common::proto::tasking::v1 as pb;
 use pulp_common::proto::tasking::v1::tasks_server::Tasks;
 use pulp_common::state::TaskState;
+use pulp_common::time::{from_timestamp, now_micros};
 use sea_orm::DatabaseConnection;
 use std::pin::Pin;
 use tokio::sync::{broadcast, mpsc};
@@ -16,6 +17,9 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::debug;
+
+/// Default age of the tasks a purge deletes: 30 days (Pulp's default).
+pub const DEFAULT_PURGE_AGE_MICROS: i64 = 30 * 24 * 3600 * 1_000_000;
 
 /// Default page size of ListTasks.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -120,6 +124,38 @@ impl Tasks for TasksService {
         let id = TaskId::parse(&request.into_inner().id).map_err(ApiError::from)?;
         self.engine.cancel(id).await.map_err(ApiError::from)?;
         Ok(Response::new(self.load(id).await?))
+    }
+
+    async fn purge_tasks(
+        &self,
+        request: Request<pb::PurgeTasksRequest>,
+    ) -> Result<Response<pb::PurgeTasksResponse>, Status> {
+        let r = request.into_inner();
+        let finished_before = r
+            .finished_before
+            .as_ref()
+            .map_or_else(|| now_micros() - DEFAULT_PURGE_AGE_MICROS, from_timestamp);
+        let states = if r.states.is_empty() {
+            vec![TaskState::Completed]
+        } else {
+            r.states
+                .iter()
+                .map(|s| match pb::TaskState::try_from(*s).ok().and_then(TaskState::from_proto) {
+                    Some(state) if state.is_final() => Ok(state),
+                    Some(state) => Err(ApiError::InvalidArgument(format!(
+                        "cannot purge {state} tasks: only completed, failed, canceled and skipped tasks can be purged"
+                    ))),
+                    None => Err(ApiError::InvalidArgument(format!("states contains {s}, which is not a task state"))),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let deleted = store::purge(&self.db, &states, finished_before)
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(deleted, ?states, "tasks purged");
+        Ok(Response::new(pb::PurgeTasksResponse {
+            deleted: deleted as i64,
+        }))
     }
 
     type WatchTaskStream = WatchStream;

@@ -372,7 +372,18 @@ impl Core {
                     }
                 }
                 WorkerEvent::Disconnected => self.disconnect(session),
-                WorkerEvent::Heartbeat => self.renew(session),
+                WorkerEvent::Heartbeat => {
+                    // The worker is alive even if the database is not.
+                    self.renew(session);
+                    if let Some(outbox) = self.outbox_of(session) {
+                        let renewed = pb::LeaseRenewed {
+                            lease_ttl_seconds: self.settings.worker_ttl.as_secs_f64(),
+                        };
+                        let _ = outbox.send(Ok(message(
+                            pb::scheduler_message::Message::LeaseRenewed(renewed),
+                        )));
+                    }
+                }
                 WorkerEvent::Progress { .. } | WorkerEvent::Draining => {}
             },
         }
@@ -788,7 +799,18 @@ impl Core {
             return Ok(());
         };
         match event {
-            WorkerEvent::Heartbeat => self.renew(session),
+            WorkerEvent::Heartbeat => {
+                self.renew(session);
+                if let Some(s) = self.sessions.get(&name) {
+                    let renewed = pb::LeaseRenewed {
+                        lease_ttl_seconds: self.settings.worker_ttl.as_secs_f64(),
+                    };
+                    effects.messages.push((
+                        s.outbox.clone(),
+                        message(pb::scheduler_message::Message::LeaseRenewed(renewed)),
+                    ));
+                }
+            }
             WorkerEvent::Draining => {
                 if let Some(s) = self.sessions.get_mut(&name) {
                     s.draining = true;

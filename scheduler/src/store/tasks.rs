@@ -321,6 +321,44 @@ pub async fn load_unfinished(conn: &impl ConnectionTrait) -> Result<Vec<TaskReco
         .collect()
 }
 
+/// Rows deleted per purge statement.
+pub const PURGE_BATCH: usize = 1000;
+
+/// Deletes tasks in `states` (final ones) that finished before
+/// `finished_before`, a batch per statement, so that memory stays flat
+/// whatever the count. Returns how many were deleted.
+pub async fn purge(
+    conn: &impl ConnectionTrait,
+    states: &[TaskState],
+    finished_before: i64,
+) -> Result<u64, DbErr> {
+    debug_assert!(states.iter().all(|s| s.is_final()));
+    if states.is_empty() {
+        return Ok(0);
+    }
+    let list: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+    let sql = format!(
+        "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE state IN ({}) AND finished_at < $1 \
+         ORDER BY seq LIMIT {PURGE_BATCH})",
+        list.join(", ")
+    );
+    let mut deleted = 0;
+    loop {
+        let n = conn
+            .execute_raw(stmt(
+                conn.get_database_backend(),
+                &sql,
+                [Value::from(finished_before)],
+            ))
+            .await?
+            .rows_affected();
+        deleted += n;
+        if n < PURGE_BATCH as u64 {
+            return Ok(deleted);
+        }
+    }
+}
+
 /// One task with its progress reports.
 pub async fn get_task(
     conn: &impl ConnectionTrait,

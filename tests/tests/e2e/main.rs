@@ -3,7 +3,9 @@
 
 mod bad_input;
 mod cancel;
+mod cli;
 mod groups;
 mod health;
+mod purge;
 mod reservations;
 mod tasks;

@@ -15,7 +15,9 @@ fn overlap(a: (i64, i64), b: (i64, i64)) -> bool {
 
 /// T1 x[A] s[B]; T2 s[A]; T3 s[A]; T4 x[A]; T5 x[B], each sleeping ~1 s.
 async fn ordering_scenario(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let _w1 = app.start_worker("w1", 3).await;
     let _w2 = app.start_worker("w2", 3).await;
     let sleep = json!({"seconds": 1});
@@ -30,18 +32,34 @@ async fn ordering_scenario(backend: Backend) {
         assert_eq!(state(&task), pb::TaskState::Completed, "{task:?}");
         done.push(body_interval(&task));
     }
-    let [i1, i2, i3, i4, i5] = done[..] else { unreachable!() };
-    assert!(i1.1 <= i2.0 && i1.1 <= i3.0, "T1 must end before T2 and T3 start");
-    assert!(overlap(i2, i3), "T2 and T3 (shared A) must run together: {i2:?} {i3:?}");
-    assert!(i2.1 <= i4.0 && i3.1 <= i4.0, "T2 and T3 must end before T4 starts");
-    assert!(i1.1 <= i5.0, "T1 (shared B) must end before T5 (exclusive B) starts");
+    let [i1, i2, i3, i4, i5] = done[..] else {
+        unreachable!()
+    };
+    assert!(
+        i1.1 <= i2.0 && i1.1 <= i3.0,
+        "T1 must end before T2 and T3 start"
+    );
+    assert!(
+        overlap(i2, i3),
+        "T2 and T3 (shared A) must run together: {i2:?} {i3:?}"
+    );
+    assert!(
+        i2.1 <= i4.0 && i3.1 <= i4.0,
+        "T2 and T3 must end before T4 starts"
+    );
+    assert!(
+        i1.1 <= i5.0,
+        "T1 (shared B) must end before T5 (exclusive B) starts"
+    );
 }
 
 /// A few hundred short tasks over a handful of resources, mixed claims,
 /// from several concurrent clients to several workers: no conflicting pair
 /// ever overlaps, conflicting pairs run in dispatch order, all complete.
 async fn randomized_reservations_hold(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let mut workers = Vec::new();
     for i in 0..3 {
         workers.push(app.start_worker(&format!("w{i}"), 4).await);
@@ -67,8 +85,16 @@ async fn randomized_reservations_hold(backend: Backend) {
                 let seconds = rng.random_range(1..=20) as f64 / 1000.0;
                 let ex: Vec<&str> = exclusive.iter().map(String::as_str).collect();
                 let sh: Vec<&str> = shared.iter().map(String::as_str).collect();
-                let request = pulp_tests::dispatch_request("sleep", json!({"seconds": seconds}), &ex, &sh);
-                ids.push(tasks.dispatch(request).await.expect("dispatch").into_inner().id);
+                let request =
+                    pulp_tests::dispatch_request("sleep", json!({"seconds": seconds}), &ex, &sh);
+                ids.push(
+                    tasks
+                        .dispatch(request)
+                        .await
+                        .expect("dispatch")
+                        .into_inner()
+                        .id,
+                );
             }
             ids
         }));
@@ -86,7 +112,11 @@ async fn randomized_reservations_hold(backend: Backend) {
     loop {
         let page = app
             .tasks()
-            .list_tasks(pb::ListTasksRequest { page_size: 1000, page_token: token, ..Default::default() })
+            .list_tasks(pb::ListTasksRequest {
+                page_size: 1000,
+                page_token: token,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
@@ -105,8 +135,12 @@ async fn randomized_reservations_hold(backend: Backend) {
         })
         .collect();
     let conflicts = |a: &pb::Task, b: &pb::Task| {
-        a.exclusive_resources.iter().any(|r| b.exclusive_resources.contains(r) || b.shared_resources.contains(r))
-            || a.shared_resources.iter().any(|r| b.exclusive_resources.contains(r))
+        a.exclusive_resources
+            .iter()
+            .any(|r| b.exclusive_resources.contains(r) || b.shared_resources.contains(r))
+            || a.shared_resources
+                .iter()
+                .any(|r| b.exclusive_resources.contains(r))
     };
     let mut checked = 0;
     for i in 0..all.len() {
@@ -116,16 +150,25 @@ async fn randomized_reservations_hold(backend: Backend) {
                 assert!(
                     intervals[i].1 <= intervals[j].0,
                     "conflicting tasks {} and {} overlapped or ran out of dispatch order: {:?} {:?}",
-                    all[i].id, all[j].id, intervals[i], intervals[j]
+                    all[i].id,
+                    all[j].id,
+                    intervals[i],
+                    intervals[j]
                 );
             }
         }
     }
-    assert!(checked > 1000, "too few conflicting pairs ({checked}) to prove anything");
+    assert!(
+        checked > 1000,
+        "too few conflicting pairs ({checked}) to prove anything"
+    );
     // Tasks on the same resource did share it (readers together) at least once.
     let shared_overlaps = (0..all.len())
         .flat_map(|i| (i + 1..all.len()).map(move |j| (i, j)))
         .filter(|&(i, j)| !conflicts(&all[i], &all[j]) && overlap(intervals[i], intervals[j]))
         .count();
-    assert!(shared_overlaps > 0, "no two compatible tasks ever ran together");
+    assert!(
+        shared_overlaps > 0,
+        "no two compatible tasks ever ran together"
+    );
 }

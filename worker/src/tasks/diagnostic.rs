@@ -90,16 +90,22 @@ mod tests {
         assert_eq!(noop(context(json!({}))).await, Ok(Value::Null));
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn sleep_returns_its_timestamps() {
         let result = sleep(context(json!({"seconds": 0.25}))).await.unwrap();
         assert_eq!(result["slept"], json!(0.25));
-        assert!(result["started_at_us"].as_i64().unwrap() <= result["finished_at_us"].as_i64().unwrap());
+        assert!(
+            result["started_at_us"].as_i64().unwrap() <= result["finished_at_us"].as_i64().unwrap()
+        );
     }
 
     #[tokio::test]
     async fn sleep_refuses_bad_seconds() {
-        for kwargs in [json!({"seconds": -1}), json!({"seconds": 86401}), json!({"seconds": "1"})] {
+        for kwargs in [
+            json!({"seconds": -1}),
+            json!({"seconds": 86401}),
+            json!({"seconds": "1"}),
+        ] {
             let err = sleep(context(kwargs)).await.unwrap_err();
             assert_eq!(err.reason, reason::INVALID_ARGUMENTS);
         }
