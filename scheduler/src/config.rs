@@ -28,6 +28,13 @@ pub struct Config {
     #[arg(long, env = "PULP_DATABASE_URL")]
     pub database_url: Option<String>,
 
+    /// `HOST:PORT` other scheduler replicas reach this one on (PostgreSQL
+    /// with several replicas; on Kubernetes, the pod IP and port). Default:
+    /// the listen address, or this host's name when listening on all
+    /// interfaces.
+    #[arg(long, env = "PULP_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<String>,
+
     /// Seconds a worker may go without a heartbeat before it is lost and
     /// its running tasks fail ("worker lost").
     #[arg(long, env = "PULP_WORKER_TTL", default_value_t = 30.0)]
@@ -65,6 +72,7 @@ impl Config {
             log_format: LogFormat::Pretty,
             spawn_workers: 0,
             task_retention_days: None,
+            advertise_address: None,
         }
     }
 
@@ -76,6 +84,21 @@ impl Config {
                 self.data_dir.join("pulp.sqlite").display()
             )
         })
+    }
+
+    /// The address other replicas reach this one on.
+    pub fn advertise_address(&self, bound: SocketAddr) -> String {
+        if let Some(address) = &self.advertise_address {
+            return address.clone();
+        }
+        if bound.ip().is_unspecified() {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "localhost".into());
+            format!("{host}:{}", bound.port())
+        } else {
+            bound.to_string()
+        }
     }
 
     /// The task retention, validated.

@@ -9,6 +9,8 @@
 //!   rounds, one transaction each (group commit), keeps the per-resource
 //!   queues of [`reservations`], pushes assignments down worker streams, and
 //!   fails the tasks of workers whose lease lapses.
+//! - [`cluster`]: on PostgreSQL, the election of the one replica that runs
+//!   the engine; the others forward engine-bound calls to it.
 //! - [`store`]: SQL for tasks, groups and workers (SQLite or PostgreSQL).
 //! - [`health`]: `grpc.health.v1`, following the database's reachability.
 //! - [`quickstart`]: worker processes for the one-command quick start.
@@ -25,6 +27,7 @@
 //! feed and re-reads the task from the database.
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod health;
@@ -39,7 +42,9 @@ pub use config::Config;
 
 use anyhow::Context;
 use api::{task_groups::TaskGroupsService, tasks::TasksService, workers::WorkersService};
+use cluster::{Campaign, Cluster};
 use engine::{Engine, EngineSettings};
+use std::time::Duration;
 use pulp_common::proto::tasking::v1::{
     task_groups_server::TaskGroupsServer, tasks_server::TasksServer, workers_server::WorkersServer,
 };
@@ -48,6 +53,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use tracing::info;
+
+/// How long graceful shutdown waits for open connections.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Runs the scheduler on a bound `listener` until `shutdown` fires: connects
 /// to and migrates the database, starts the engine and serves gRPC.
@@ -73,15 +81,25 @@ pub async fn run(
         .await
         .context("migrate the database")?;
 
+    let address = listener.local_addr()?;
+    let engine_settings = EngineSettings {
+        worker_ttl,
+        ..Default::default()
+    };
+    // Stopping the engine (or the campaign) closes the worker streams, which
+    // lets the server's graceful shutdown complete.
     let engine_stop = CancellationToken::new();
-    let (engine, engine_task) = Engine::spawn(
-        db.clone(),
-        EngineSettings {
-            worker_ttl,
-            ..Default::default()
-        },
-        engine_stop.clone(),
-    );
+    let (cluster, engine_task) = if pulp_common::db::is_sqlite_url(&url) {
+        let (engine, task) = Engine::spawn(db.clone(), engine_settings, engine_stop.clone());
+        (Cluster::standalone(engine, db.clone()), task)
+    } else {
+        let campaign = Campaign {
+            database_url: url.clone(),
+            advertise: config.advertise_address(address),
+            engine: engine_settings,
+        };
+        cluster::elect(campaign, db.clone(), engine_stop.clone())
+    };
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     health::set_all(&reporter, ServingStatus::Serving).await;
@@ -102,7 +120,6 @@ pub async fn run(
         .build_v1()
         .context("build the reflection service")?;
 
-    let address = listener.local_addr()?;
     let mut workers = if config.spawn_workers > 0 {
         quickstart::spawn_workers(config.spawn_workers, address, &config.data_dir)?
     } else {
@@ -124,20 +141,21 @@ pub async fn run(
     let serve = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(TasksServer::new(TasksService::new(
-            engine.clone(),
-            db.clone(),
-        )))
-        .add_service(TaskGroupsServer::new(TaskGroupsService::new(
-            engine.clone(),
-            db.clone(),
-        )))
-        .add_service(WorkersServer::new(WorkersService::new(
-            engine.clone(),
-            db.clone(),
-        )))
+        .add_service(TasksServer::new(TasksService::new(cluster.clone())))
+        .add_service(TaskGroupsServer::new(TaskGroupsService::new(cluster.clone())))
+        .add_service(WorkersServer::new(WorkersService::new(cluster)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_streams);
-    let served = serve.await;
+    // Relayed streams and watches may outlive the engine: bound the drain.
+    let served = tokio::select! {
+        served = serve => served,
+        _ = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(DRAIN_LIMIT).await;
+        } => {
+            tracing::warn!("connections still open {DRAIN_LIMIT:?} after shutdown began: closing them");
+            Ok(())
+        }
+    };
     engine_stop.cancel();
     let _ = engine_task.await;
     let _ = monitor.await;

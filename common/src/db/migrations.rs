@@ -34,7 +34,7 @@ struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Tasking)]
+        vec![Box::new(M0001Tasking), Box::new(M0003SchedulerLeader)]
     }
 }
 
@@ -129,6 +129,35 @@ impl MigrationTrait for M0001Tasking {
         for sql in statements {
             conn.execute_unprepared(&sql).await?;
         }
+        Ok(())
+    }
+}
+
+/// The leadership row of scheduler replicas on PostgreSQL (see the
+/// scheduler's `cluster` module): who leads, and the epoch that fences
+/// older leaders.
+struct M0003SchedulerLeader;
+
+impl MigrationName for M0003SchedulerLeader {
+    fn name(&self) -> &str {
+        "m0003_scheduler_leader"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003SchedulerLeader {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE TABLE scheduler_leader (
+                    id INTEGER PRIMARY KEY,
+                    epoch BIGINT NOT NULL,
+                    address TEXT NOT NULL,
+                    since BIGINT NOT NULL
+                )",
+            )
+            .await?;
         Ok(())
     }
 }

@@ -16,6 +16,7 @@ pub mod validate;
 pub mod workers;
 
 use crate::engine::EngineError;
+use tonic::Request;
 use pulp_common::names::InvalidName;
 use sea_orm::DbErr;
 use tonic::Status;
@@ -87,4 +88,10 @@ impl From<ApiError> for Status {
             ApiError::Internal(m) => Status::internal(m),
         }
     }
+}
+
+/// A request to pass on to the leader: the same message and metadata.
+pub(crate) fn forward<T>(request: Request<T>) -> Request<T> {
+    let (metadata, _, message) = request.into_parts();
+    Request::from_parts(metadata, tonic::Extensions::default(), message)
 }

@@ -1,8 +1,9 @@
 //! `pulp.tasking.v1.TaskGroups`: groups live in the database; cancelling a
-//! group goes through the engine, which owns task state.
+//! group goes through the engine (the leader's), which owns task state.
 
-use super::{ApiError, convert};
-use crate::engine::Engine;
+use super::{ApiError, convert, forward};
+use crate::cluster::{Cluster, Route};
+use pulp_common::proto::tasking::v1::task_groups_client::TaskGroupsClient;
 use crate::store::groups;
 use pulp_common::names::TaskGroupId;
 use pulp_common::proto::tasking::v1 as pb;
@@ -17,14 +18,15 @@ pub const MAX_DESCRIPTION_BYTES: usize = 4096;
 /// The TaskGroups service.
 #[derive(Debug, Clone)]
 pub struct TaskGroupsService {
-    engine: Engine,
+    cluster: Cluster,
     db: DatabaseConnection,
 }
 
 impl TaskGroupsService {
-    /// Serves groups from `db`.
-    pub fn new(engine: Engine, db: DatabaseConnection) -> Self {
-        TaskGroupsService { engine, db }
+    /// Serves groups through `cluster`.
+    pub fn new(cluster: Cluster) -> Self {
+        let db = cluster.db().clone();
+        TaskGroupsService { cluster, db }
     }
 
     async fn load(&self, id: TaskGroupId) -> Result<pb::TaskGroup, ApiError> {
@@ -79,9 +81,15 @@ impl TaskGroups for TaskGroupsService {
         &self,
         request: Request<pb::CancelTaskGroupRequest>,
     ) -> Result<Response<pb::TaskGroup>, Status> {
+        let engine = match self.cluster.route().await? {
+            Route::Local(engine) => engine,
+            Route::Remote(channel) => {
+                return TaskGroupsClient::new(channel).cancel_task_group(forward(request)).await;
+            }
+        };
         let id = TaskGroupId::parse(&request.into_inner().id).map_err(ApiError::from)?;
         self.load(id).await?;
-        self.engine.cancel_group(id).await.map_err(ApiError::from)?;
+        engine.cancel_group(id).await.map_err(ApiError::from)?;
         Ok(Response::new(self.load(id).await?))
     }
 }

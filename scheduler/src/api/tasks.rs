@@ -1,9 +1,12 @@
-//! `pulp.tasking.v1.Tasks`: dispatch and enqueue go through the engine (which
-//! stores the task before answering); reads go straight to the database.
+//! `pulp.tasking.v1.Tasks`: dispatch, enqueue, cancel and watch go through the
+//! engine (which stores a task before answering), on this replica when it
+//! leads or forwarded to the leader; reads go straight to the database.
 
 use super::validate::{TaskRequest, new_task};
-use super::{ApiError, convert};
+use super::{ApiError, convert, forward};
+use crate::cluster::{Cluster, Route};
 use crate::engine::Engine;
+use pulp_common::proto::tasking::v1::tasks_client::TasksClient;
 use crate::store::tasks::{self as store, TaskFilter};
 use pulp_common::names::{ResourceName, TaskGroupId, TaskId};
 use pulp_common::proto::tasking::v1 as pb;
@@ -29,14 +32,25 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 /// The Tasks service.
 #[derive(Debug, Clone)]
 pub struct TasksService {
-    engine: Engine,
+    cluster: Cluster,
     db: DatabaseConnection,
 }
 
+/// The local engine, or the leader's answer to the forwarded call.
+macro_rules! engine_or_forward {
+    ($self:ident, $request:ident, $method:ident) => {
+        match $self.cluster.route().await? {
+            Route::Local(engine) => engine,
+            Route::Remote(channel) => return TasksClient::new(channel).$method(forward($request)).await,
+        }
+    };
+}
+
 impl TasksService {
-    /// Serves tasks from `engine` and `db`.
-    pub fn new(engine: Engine, db: DatabaseConnection) -> Self {
-        TasksService { engine, db }
+    /// Serves tasks through `cluster`.
+    pub fn new(cluster: Cluster) -> Self {
+        let db = cluster.db().clone();
+        TasksService { cluster, db }
     }
 
     async fn load(&self, id: TaskId) -> Result<pb::Task, ApiError> {
@@ -55,13 +69,10 @@ impl Tasks for TasksService {
         &self,
         request: Request<pb::DispatchRequest>,
     ) -> Result<Response<pb::Task>, Status> {
+        let engine = engine_or_forward!(self, request, dispatch);
         let request = request.into_inner();
-        let task = new_task(
-            TaskRequest::dispatch(&request),
-            &[],
-            self.engine.known_funcs(),
-        )?;
-        let record = self.engine.dispatch(task).await.map_err(ApiError::from)?;
+        let task = new_task(TaskRequest::dispatch(&request), &[], engine.known_funcs())?;
+        let record = engine.dispatch(task).await.map_err(ApiError::from)?;
         debug!(task_id = %record.id, func = %record.func, "task dispatched");
         Ok(Response::new(convert::task(&record)))
     }
@@ -70,6 +81,7 @@ impl Tasks for TasksService {
         &self,
         request: Request<pb::EnqueueRequest>,
     ) -> Result<Response<pb::EnqueueResponse>, Status> {
+        let engine = engine_or_forward!(self, request, enqueue);
         let r = request.into_inner();
         let fields = TaskRequest {
             func: &r.func,
@@ -83,8 +95,8 @@ impl Tasks for TasksService {
             parent_task_id: r.parent_task_id.as_deref(),
             timeout_seconds: r.options.as_ref().and_then(|o| o.timeout_seconds),
         };
-        let task = new_task(fields, &r.resources, self.engine.known_funcs())?;
-        let record = self.engine.dispatch(task).await.map_err(ApiError::from)?;
+        let task = new_task(fields, &r.resources, engine.known_funcs())?;
+        let record = engine.dispatch(task).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::EnqueueResponse {
             job_id: record.id.to_string(),
             task: Some(convert::task(&record)),
@@ -121,8 +133,9 @@ impl Tasks for TasksService {
         &self,
         request: Request<pb::CancelTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
+        let engine = engine_or_forward!(self, request, cancel_task);
         let id = TaskId::parse(&request.into_inner().id).map_err(ApiError::from)?;
-        self.engine.cancel(id).await.map_err(ApiError::from)?;
+        engine.cancel(id).await.map_err(ApiError::from)?;
         Ok(Response::new(self.load(id).await?))
     }
 
@@ -164,9 +177,16 @@ impl Tasks for TasksService {
         &self,
         request: Request<pb::WatchTaskRequest>,
     ) -> Result<Response<Self::WatchTaskStream>, Status> {
+        let engine: Engine = match self.cluster.route().await? {
+            Route::Local(engine) => engine,
+            Route::Remote(channel) => {
+                let stream = TasksClient::new(channel).watch_task(forward(request)).await?.into_inner();
+                return Ok(Response::new(Box::pin(stream)));
+            }
+        };
         let id = TaskId::parse(&request.into_inner().id).map_err(ApiError::from)?;
         // Subscribe before the first read so that no change is missed.
-        let mut changes = self.engine.subscribe();
+        let mut changes = engine.subscribe();
         let first = self.load(id).await?;
         let (tx, rx) = mpsc::channel(16);
         let service = self.clone();

@@ -1,13 +1,18 @@
 //! `pulp.tasking.v1.Workers`: the worker stream and the worker list.
 //!
+//! On a follower replica the stream is relayed to the leader as a whole.
+//!
 //! `Connect` reads the Hello, registers the worker with the engine (which
 //! answers Welcome on the outbound stream) and spawns a reader that turns
 //! every later message into a [`WorkerEvent`]. The outbound stream is the
 //! engine's [`Outbox`](crate::engine::Outbox) for that worker: assignments,
 //! cancellations and result acknowledgements arrive on it in commit order.
 
-use super::{ApiError, convert};
-use crate::engine::{Engine, Registration, WorkerEvent};
+use super::{ApiError, convert, forward};
+use crate::cluster::{Cluster, Route};
+use crate::engine::{Registration, WorkerEvent};
+use pulp_common::proto::tasking::v1::workers_client::WorkersClient;
+use tokio_stream::StreamExt;
 use crate::store::workers;
 use crate::task::{Outcome, TaskFailure};
 use pb::worker_message::Message;
@@ -32,14 +37,15 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// The Workers service.
 #[derive(Debug, Clone)]
 pub struct WorkersService {
-    engine: Engine,
+    cluster: Cluster,
     db: DatabaseConnection,
 }
 
 impl WorkersService {
-    /// Serves worker streams through `engine`.
-    pub fn new(engine: Engine, db: DatabaseConnection) -> Self {
-        WorkersService { engine, db }
+    /// Serves worker streams through `cluster`.
+    pub fn new(cluster: Cluster) -> Self {
+        let db = cluster.db().clone();
+        WorkersService { cluster, db }
     }
 }
 
@@ -53,6 +59,15 @@ impl Workers for WorkersService {
         &self,
         request: Request<Streaming<pb::WorkerMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
+        let engine = match self.cluster.route().await? {
+            Route::Local(engine) => engine,
+            Route::Remote(channel) => {
+                // A follower relays the whole stream to the leader.
+                let upstream = forward(request).map(|inbound| inbound.map_while(Result::ok));
+                let downstream = WorkersClient::new(channel).connect(upstream).await?.into_inner();
+                return Ok(Response::new(Box::pin(downstream)));
+            }
+        };
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -70,12 +85,10 @@ impl Workers for WorkersService {
         };
         let registration = registration(hello)?;
         let (outbox, outbound) = mpsc::unbounded_channel();
-        let session = self
-            .engine
+        let session = engine
             .register(registration, outbox.clone())
             .await
             .map_err(ApiError::from)?;
-        let engine = self.engine.clone();
         tokio::spawn(async move {
             loop {
                 let message = match inbound.message().await {

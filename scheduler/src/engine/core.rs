@@ -128,6 +128,8 @@ pub(super) struct Core {
     heartbeats: HashSet<String>,
     /// The in-memory state must be rebuilt before the next round.
     stale: bool,
+    /// A newer leader took over: this engine must stop.
+    fenced: bool,
 }
 
 impl Core {
@@ -157,6 +159,7 @@ impl Core {
             instances: HashMap::new(),
             heartbeats: HashSet::new(),
             stale: true,
+            fenced: false,
         }
     }
 
@@ -181,6 +184,10 @@ impl Core {
                 _ = sleep_until(wake) => {}
             }
             self.round(std::mem::take(&mut batch)).await;
+            if self.fenced {
+                warn!("a newer leader took over: stopping this engine");
+                break;
+            }
         }
         for session in self.sessions.values() {
             let _ = session.outbox.send(Err(tonic::Status::unavailable(
@@ -238,6 +245,12 @@ impl Core {
         effects: &mut Effects,
     ) -> Result<(), DbErr> {
         let txn = self.begin().await?;
+        if let Some(epoch) = self.settings.epoch
+            && !crate::cluster::epoch_is_current(&txn, epoch).await?
+        {
+            self.fenced = true;
+            return Err(DbErr::Custom(format!("leadership epoch {epoch} is no longer current")));
+        }
         let now = now_micros();
         self.expire_leases(&txn, now, effects).await?;
         let mut dispatches = Vec::new();

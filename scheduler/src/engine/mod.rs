@@ -142,6 +142,10 @@ pub struct EngineSettings {
     pub worker_ttl: Duration,
     /// Most commands applied in one round.
     pub max_round: usize,
+    /// The leadership epoch this engine runs under (PostgreSQL replicas):
+    /// every round checks it in its transaction and the engine stops once
+    /// a newer leader took over. `None` for a standalone scheduler.
+    pub epoch: Option<i64>,
 }
 
 impl Default for EngineSettings {
@@ -149,6 +153,7 @@ impl Default for EngineSettings {
         EngineSettings {
             worker_ttl: Duration::from_secs(30),
             max_round: 2048,
+            epoch: None,
         }
     }
 }
