@@ -9,6 +9,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "pulp/tasking/v1/tasks.proto",
         "pulp/tasking/v1/task_groups.proto",
         "pulp/tasking/v1/workers.proto",
+        "pulp/content/v1/artifacts.proto",
+        "pulp/content/v1/contents.proto",
+        "pulp/content/v1/repositories.proto",
     ];
     println!("cargo:rerun-if-changed=../proto");
     let fds = protox::compile(files, ["../proto"])?;

@@ -64,6 +64,16 @@ pub enum Command {
     /// Create, show, finish and cancel task groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Create, list and show repositories, their versions and content, and
+    /// change their content (`modify` dispatches `add_and_remove`).
+    #[command(subcommand)]
+    Repo(RepoCommand),
+    /// Upload files as artifacts.
+    #[command(subcommand)]
+    Artifact(ArtifactCommand),
+    /// Create content units.
+    #[command(subcommand)]
+    Content(ContentCommand),
 }
 
 /// Arguments of `pulpctl dispatch`.
@@ -172,6 +182,100 @@ pub enum GroupCommand {
     Cancel {
         /// The group's id.
         id: String,
+    },
+}
+
+/// The `pulpctl repo` commands. REPO is a repository's id or its name.
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// Create a repository (with its empty version 0) and print it.
+    Create {
+        /// Its name, unique.
+        name: String,
+        /// Free text.
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        description: String,
+    },
+    /// List the repositories.
+    List,
+    /// Show a repository and the content summary of its latest version.
+    Show {
+        /// The repository (id or name).
+        repo: String,
+    },
+    /// List a repository's versions with their content counts.
+    Versions {
+        /// The repository (id or name).
+        repo: String,
+    },
+    /// List the content units of a version (the latest by default).
+    #[command(disable_version_flag = true)]
+    Content {
+        /// The repository (id or name).
+        repo: String,
+        /// The version number.
+        #[arg(long, value_name = "N")]
+        version: Option<i64>,
+        /// Only units of this type, e.g. `file.file`.
+        #[arg(long = "type", value_name = "TYPE")]
+        pulp_type: Option<String>,
+    },
+    /// Add and remove content units: dispatches `add_and_remove`, which
+    /// creates the next version (removals first, then additions).
+    Modify(ModifyArgs),
+}
+
+/// Arguments of `pulpctl repo modify`.
+#[derive(Debug, Args)]
+pub struct ModifyArgs {
+    /// The repository (id or name).
+    pub repo: String,
+
+    /// A content unit id to add (repeatable or comma-separated).
+    #[arg(long = "add", value_name = "ID", value_delimiter = ',')]
+    pub add: Vec<String>,
+
+    /// A content unit id to remove (repeatable or comma-separated), or `*`
+    /// for all content of the latest version.
+    #[arg(long = "remove", value_name = "ID", value_delimiter = ',')]
+    pub remove: Vec<String>,
+
+    /// Start from this version (an id, of any repository) instead of the
+    /// latest.
+    #[arg(long = "base", value_name = "VERSION_ID")]
+    pub base: Option<String>,
+
+    /// Follow the task until it ends; exit 0 when it completed, 1 otherwise.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// The `pulpctl artifact` commands.
+#[derive(Debug, Subcommand)]
+pub enum ArtifactCommand {
+    /// Upload a file (hashed first, then streamed and verified by the
+    /// scheduler) and print the artifact.
+    Upload {
+        /// The file.
+        file: std::path::PathBuf,
+    },
+}
+
+/// The `pulpctl content` commands.
+#[derive(Debug, Subcommand)]
+pub enum ContentCommand {
+    /// Create a content unit and print it.
+    Create {
+        /// Its type, e.g. `file.file`.
+        #[arg(long = "type", value_name = "TYPE", default_value = "file.file")]
+        pulp_type: String,
+        /// Its natural key, unique within its type.
+        #[arg(long, value_name = "KEY")]
+        key: String,
+        /// A file of the unit: `PATH=ARTIFACT_ID`, or `PATH` alone for
+        /// on-demand content not downloaded yet (repeatable).
+        #[arg(long = "artifact", value_name = "PATH[=ARTIFACT_ID]")]
+        artifacts: Vec<String>,
     },
 }
 

@@ -7,12 +7,19 @@
 
 use std::time::Duration;
 
+use pulp_common::proto::content::v1::{
+    artifacts_client::ArtifactsClient, contents_client::ContentsClient,
+    repositories_client::RepositoriesClient,
+};
 use pulp_common::proto::tasking::v1::{
     task_groups_client::TaskGroupsClient, tasks_client::TasksClient, workers_client::WorkersClient,
 };
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::CliError;
+
+/// Largest message of a repository call (a Modify naming many units).
+const LARGE_MESSAGE: usize = 16 * 1024 * 1024;
 
 /// How long to wait for the TCP (and HTTP/2) connection to the scheduler.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,6 +57,24 @@ impl Scheduler {
     /// A client of the `TaskGroups` service.
     pub fn groups(&self) -> TaskGroupsClient<Channel> {
         TaskGroupsClient::new(self.channel.clone())
+    }
+
+    /// A client of the `Repositories` service (it accepts Modify requests
+    /// and answers up to 16 MiB, as the scheduler does).
+    pub fn repositories(&self) -> RepositoriesClient<Channel> {
+        RepositoriesClient::new(self.channel.clone())
+            .max_encoding_message_size(LARGE_MESSAGE)
+            .max_decoding_message_size(LARGE_MESSAGE)
+    }
+
+    /// A client of the `Contents` service.
+    pub fn contents(&self) -> ContentsClient<Channel> {
+        ContentsClient::new(self.channel.clone())
+    }
+
+    /// A client of the `Artifacts` service.
+    pub fn artifacts(&self) -> ArtifactsClient<Channel> {
+        ArtifactsClient::new(self.channel.clone())
     }
 
     /// A client of the `Workers` service.

@@ -39,6 +39,9 @@ pub enum CliError {
         /// The task's last known state.
         state: String,
     },
+    /// A local file (an upload) could not be read.
+    #[error("{0}")]
+    File(String),
     /// Writing the output failed (for example a closed pipe).
     #[error("cannot write output")]
     Output(#[from] std::io::Error),

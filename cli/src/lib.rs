@@ -7,8 +7,10 @@
 //!   anything is sent.
 //! - [`client`]: connects to the scheduler and hands out the generated
 //!   clients of `Tasks`, `TaskGroups` and `Workers` on one channel.
-//! - [`tasks`], [`groups`], [`workers`]: one function per command; each
-//!   sends its request(s) and gives the answer to the printer.
+//! - [`tasks`], [`groups`], [`workers`], [`content`]: one function per
+//!   command; each sends its request(s) and gives the answer to the
+//!   printer. [`content`] covers `repo`, `artifact` and `content`
+//!   (uploads stream the file with a progress bar on stderr).
 //! - [`watch`]: follows a task over `Tasks.WatchTask` with a live display on
 //!   stderr (`watch`, `dispatch --wait`).
 //! - [`output`]: tables and key/value views for people, JSON for programs.
@@ -22,6 +24,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod content;
 pub mod error;
 pub mod groups;
 pub mod input;
@@ -32,7 +35,10 @@ pub mod workers;
 
 use std::io::Write;
 
-pub use cli::{Cli, Command, DispatchArgs, GroupCommand, ListArgs};
+pub use cli::{
+    ArtifactCommand, Cli, Command, ContentCommand, DispatchArgs, GroupCommand, ListArgs,
+    RepoCommand,
+};
 pub use client::Scheduler;
 pub use error::CliError;
 
@@ -55,5 +61,8 @@ pub async fn execute<W: Write>(cli: Cli, out: &mut W) -> Result<i32, CliError> {
         Command::Watch { id } => tasks::wait_for(&scheduler, &id, &mut printer).await,
         Command::Workers => workers::list(&scheduler, &mut printer).await,
         Command::Group(command) => groups::run(&scheduler, command, &mut printer).await,
+        Command::Repo(command) => content::repo(&scheduler, command, &mut printer).await,
+        Command::Artifact(command) => content::artifact(&scheduler, command, &mut printer).await,
+        Command::Content(command) => content::content(&scheduler, command, &mut printer).await,
     }
 }

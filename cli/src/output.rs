@@ -83,6 +83,20 @@ impl<'a, W: Write> Printer<'a, W> {
         }
     }
 
+    /// Any result: `json()` as JSON, or `text()` for people. Only the
+    /// chosen form is built.
+    pub fn either(
+        &mut self,
+        json: impl FnOnce() -> Json,
+        text: impl FnOnce() -> String,
+    ) -> io::Result<()> {
+        if self.json {
+            self.write_json(&json())
+        } else {
+            self.write_text(&text())
+        }
+    }
+
     fn write_json(&mut self, doc: &Json) -> io::Result<()> {
         serde_json::to_writer_pretty(&mut *self.out, doc)?;
         writeln!(self.out)?;
@@ -132,7 +146,7 @@ pub fn rfc3339(ts: &Timestamp) -> String {
     format_timestamp(ts, SecondsFormat::AutoSi)
 }
 
-fn format_timestamp(ts: &Timestamp, precision: SecondsFormat) -> String {
+pub(crate) fn format_timestamp(ts: &Timestamp, precision: SecondsFormat) -> String {
     let nanos = u32::try_from(ts.nanos).unwrap_or(0);
     match DateTime::from_timestamp(ts.seconds, nanos) {
         Some(time) => time.to_rfc3339_opts(precision, true),
@@ -140,7 +154,7 @@ fn format_timestamp(ts: &Timestamp, precision: SecondsFormat) -> String {
     }
 }
 
-fn timestamp_json(ts: Option<&Timestamp>) -> Json {
+pub(crate) fn timestamp_json(ts: Option<&Timestamp>) -> Json {
     ts.map_or(Json::Null, |ts| Json::String(rfc3339(ts)))
 }
 
@@ -419,7 +433,7 @@ pub fn format_duration(micros: i64) -> String {
 }
 
 /// A borderless table with a header row, columns two spaces apart.
-fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+pub(crate) fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
     let mut table = Table::new();
     table
         .load_style(presets::NOTHING)
@@ -441,7 +455,7 @@ fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String
 
 /// Aligned `key: value` lines; a value of several lines continues under the
 /// first one.
-fn key_values(rows: &[(&str, String)]) -> String {
+pub(crate) fn key_values(rows: &[(&str, String)]) -> String {
     let width = rows.iter().map(|(key, _)| key.len()).max().unwrap_or(0) + 2;
     let mut text = String::new();
     for (key, value) in rows {
@@ -455,7 +469,7 @@ fn key_values(rows: &[(&str, String)]) -> String {
     text
 }
 
-fn or_dash(text: &str) -> String {
+pub(crate) fn or_dash(text: &str) -> String {
     if text.is_empty() {
         "-".to_owned()
     } else {

@@ -4,6 +4,9 @@
 //! that some worker has registered (a worker may offer extra tasks). Anything
 //! else is INVALID_ARGUMENT, like the seed's import error for an unknown
 //! function. A catalogued func that no connected worker offers simply waits.
+//!
+//! The content tasks ([`CONTENT_TASKS`]) need the database; a worker
+//! registers them only when it is given `--database-url`.
 
 /// Does nothing and returns `null`.
 pub const NOOP: &str = "noop";
@@ -17,3 +20,11 @@ pub const PANIC: &str = "panic";
 
 /// Every task name the shipped worker registers.
 pub const BUILTIN_TASKS: &[&str] = &[NOOP, SLEEP, FAIL, PANIC];
+
+/// The seed's `add_and_remove(repository_pk, add_content_units,
+/// remove_content_units, base_version_pk=None)`: creates a repository's
+/// next version. Dispatched by `pulp.content.v1.Repositories.Modify`.
+pub const ADD_AND_REMOVE: &str = "add_and_remove";
+
+/// Every content task the shipped worker registers when it has a database.
+pub const CONTENT_TASKS: &[&str] = &[ADD_AND_REMOVE];

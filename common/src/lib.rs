@@ -13,10 +13,14 @@
 //!   and as protobuf `Timestamp`.
 //! - [`db`]: connecting to SQLite or PostgreSQL and migrating the schema.
 //!   Both services run the same migrations.
+//! - [`content`]: the content domain (artifacts, content units,
+//!   repositories and their versions) shared by the scheduler's content API
+//!   and the worker's content tasks, and the artifact storage directory.
 //! - [`catalog`]: the task names that ship with the worker.
 //! - [`telemetry`]: the tracing subscriber both binaries install.
 
 pub mod catalog;
+pub mod content;
 pub mod db;
 pub mod json;
 pub mod names;
@@ -32,6 +36,14 @@ pub mod proto {
         /// Version 1 of the tasking API.
         pub mod v1 {
             tonic::include_proto!("pulp.tasking.v1");
+        }
+    }
+
+    /// `pulp.content.v1`: artifacts, content units, repositories.
+    pub mod content {
+        /// Version 1 of the content API.
+        pub mod v1 {
+            tonic::include_proto!("pulp.content.v1");
         }
     }
 

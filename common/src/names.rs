@@ -230,6 +230,10 @@ macro_rules! uuid_id {
 
 uuid_id!(TaskId, "task");
 uuid_id!(TaskGroupId, "task group");
+uuid_id!(ArtifactId, "artifact");
+uuid_id!(ContentId, "content unit");
+uuid_id!(RepositoryId, "repository");
+uuid_id!(RepositoryVersionId, "repository version");
 
 /// A worker's name, unique among live workers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

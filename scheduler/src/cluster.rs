@@ -46,6 +46,9 @@ const SESSION_CHECK: Duration = Duration::from_secs(1);
 const LEADER_CHANNEL: &str = "pulp_scheduler_leader";
 /// How often a follower re-reads the leader row regardless of NOTIFY.
 const LEADER_REREAD: Duration = Duration::from_secs(5);
+/// Longest pause between campaign attempts (while the database is down):
+/// a replica re-elects within about this long once it is back.
+const CAMPAIGN_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long a call waits for a leader while an election runs.
 const ELECTION_WAIT: Duration = Duration::from_secs(10);
 
@@ -106,14 +109,20 @@ impl Cluster {
                     Role::Follower { channel, .. } => return Ok(Route::Remote(channel.clone())),
                     Role::Electing => {
                         if role.changed().await.is_err() {
-                            return Err(tonic::Status::unavailable("the scheduler is shutting down"));
+                            return Err(tonic::Status::unavailable(
+                                "the scheduler is shutting down",
+                            ));
                         }
                     }
                 }
             }
         })
         .await;
-        waited.unwrap_or_else(|_| Err(tonic::Status::unavailable("no scheduler leader is elected yet; retry")))
+        waited.unwrap_or_else(|_| {
+            Err(tonic::Status::unavailable(
+                "no scheduler leader is elected yet; retry",
+            ))
+        })
     }
 
     /// The current role.
@@ -139,7 +148,11 @@ pub struct Campaign {
 }
 
 /// Starts campaigning for leadership on PostgreSQL until `shutdown`.
-pub fn elect(campaign: Campaign, db: DatabaseConnection, shutdown: CancellationToken) -> (Cluster, JoinHandle<()>) {
+pub fn elect(
+    campaign: Campaign,
+    db: DatabaseConnection,
+    shutdown: CancellationToken,
+) -> (Cluster, JoinHandle<()>) {
     let (tx, role) = watch::channel(Arc::new(Role::Electing));
     let cluster = Cluster {
         role,
@@ -167,7 +180,7 @@ async fn run_campaign(
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(CAMPAIGN_BACKOFF_MAX);
             }
         }
     }
@@ -186,7 +199,8 @@ async fn lead_once(
     // Follow the current leader while waiting for the lock. A new leader
     // announces itself with NOTIFY; the row is also re-read now and then in
     // case a notification was missed while the listener reconnected.
-    let mut listener = sqlx::postgres::PgListener::connect_with(db.get_postgres_connection_pool()).await?;
+    let mut listener =
+        sqlx::postgres::PgListener::connect_with(db.get_postgres_connection_pool()).await?;
     listener.listen(LEADER_CHANNEL).await?;
     let follow = async {
         let mut known = String::new();
@@ -233,10 +247,15 @@ async fn lead_once(
     );
     role.send_replace(Arc::new(Role::Leader(engine)));
     let mut check = tokio::time::interval(SESSION_CHECK);
+    let mut engine_done = false;
     let ended = loop {
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => break Ok(()),
-            _ = &mut engine_task => break Err(anyhow::anyhow!("the engine stopped (fenced by a newer leader?)")),
+            _ = &mut engine_task => {
+                engine_done = true;
+                break Err(anyhow::anyhow!("the engine stopped (fenced by a newer leader?)"));
+            }
             _ = check.tick() => {
                 if let Err(err) = sqlx::query("SELECT 1").execute(&mut session).await {
                     break Err(anyhow::anyhow!("lost the leadership session: {err}"));
@@ -246,7 +265,10 @@ async fn lead_once(
     };
     role.send_replace(Arc::new(Role::Electing));
     stop.cancel();
-    let _ = engine_task.await;
+    // A JoinHandle must not be polled again once it completed.
+    if !engine_done {
+        let _ = engine_task.await;
+    }
     let _ = session.close().await;
     info!(epoch, "stepped down as leader");
     ended
@@ -287,7 +309,10 @@ async fn leader_address(db: &DatabaseConnection) -> Result<Option<String>, sea_o
 }
 
 /// In an engine round's transaction: true while `epoch` is still current.
-pub async fn epoch_is_current(conn: &impl ConnectionTrait, epoch: i64) -> Result<bool, sea_orm::DbErr> {
+pub async fn epoch_is_current(
+    conn: &impl ConnectionTrait,
+    epoch: i64,
+) -> Result<bool, sea_orm::DbErr> {
     let row = conn
         .query_one_raw(stmt(
             conn.get_database_backend(),

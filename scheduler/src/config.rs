@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Default of `--max-upload-bytes`: 10 GiB.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 10 * 1024 * 1024 * 1024;
+
 /// `pulp-scheduler` settings.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -53,6 +56,17 @@ pub struct Config {
     #[arg(long, env = "PULP_TASK_RETENTION_DAYS")]
     pub task_retention_days: Option<f64>,
 
+    /// The artifact storage directory, shared with the workers (on
+    /// Kubernetes a ReadWriteMany volume): files live at
+    /// `<DIR>/artifacts/<sha256[0..2]>/<sha256>`, uploads in progress under
+    /// `<DIR>/tmp/`.
+    #[arg(long, env = "PULP_STORAGE_DIR", default_value = ".pulp/storage")]
+    pub storage_dir: PathBuf,
+
+    /// Largest artifact `UploadArtifact` accepts, in bytes (default 10 GiB).
+    #[arg(long, env = "PULP_MAX_UPLOAD_BYTES", default_value_t = DEFAULT_MAX_UPLOAD_BYTES)]
+    pub max_upload_bytes: u64,
+
     /// Quick start: also launch this many `pulp-worker` processes (found
     /// next to this binary) connected to this scheduler, and stop them on
     /// exit.
@@ -73,6 +87,8 @@ impl Config {
             spawn_workers: 0,
             task_retention_days: None,
             advertise_address: None,
+            storage_dir: PathBuf::from(".pulp/storage"),
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
         }
     }
 

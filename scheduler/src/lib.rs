@@ -12,6 +12,8 @@
 //! - [`cluster`]: on PostgreSQL, the election of the one replica that runs
 //!   the engine; the others forward engine-bound calls to it.
 //! - [`store`]: SQL for tasks, groups and workers (SQLite or PostgreSQL).
+//!   The content domain's SQL is shared with the workers and lives in
+//!   `pulp_common::content`; `api::content` serves it.
 //! - [`health`]: `grpc.health.v1`, following the database's reachability.
 //! - [`quickstart`]: worker processes for the one-command quick start.
 //! - [`retention`]: optional hourly purge of old finished tasks.
@@ -41,13 +43,23 @@ pub mod task;
 pub use config::Config;
 
 use anyhow::Context;
+use api::content::{
+    artifacts::ArtifactsService,
+    contents::ContentsService,
+    repositories::{MODIFY_MESSAGE_LIMIT, RepositoriesService},
+};
 use api::{task_groups::TaskGroupsService, tasks::TasksService, workers::WorkersService};
 use cluster::{Campaign, Cluster};
 use engine::{Engine, EngineSettings};
-use std::time::Duration;
+use pulp_common::content::storage::Storage;
+use pulp_common::proto::content::v1::{
+    artifacts_server::ArtifactsServer, contents_server::ContentsServer,
+    repositories_server::RepositoriesServer,
+};
 use pulp_common::proto::tasking::v1::{
     task_groups_server::TaskGroupsServer, tasks_server::TasksServer, workers_server::WorkersServer,
 };
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -121,7 +133,13 @@ pub async fn run(
         .context("build the reflection service")?;
 
     let mut workers = if config.spawn_workers > 0 {
-        quickstart::spawn_workers(config.spawn_workers, address, &config.data_dir)?
+        quickstart::spawn_workers(
+            config.spawn_workers,
+            address,
+            &config.data_dir,
+            &url,
+            &config.storage_dir,
+        )?
     } else {
         Vec::new()
     };
@@ -141,8 +159,20 @@ pub async fn run(
     let serve = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(ArtifactsServer::new(ArtifactsService::new(
+            db.clone(),
+            Storage::new(&config.storage_dir),
+            config.max_upload_bytes,
+        )))
+        .add_service(ContentsServer::new(ContentsService::new(db.clone())))
+        .add_service(
+            RepositoriesServer::new(RepositoriesService::new(cluster.clone()))
+                .max_decoding_message_size(MODIFY_MESSAGE_LIMIT),
+        )
         .add_service(TasksServer::new(TasksService::new(cluster.clone())))
-        .add_service(TaskGroupsServer::new(TaskGroupsService::new(cluster.clone())))
+        .add_service(TaskGroupsServer::new(TaskGroupsService::new(
+            cluster.clone(),
+        )))
         .add_service(WorkersServer::new(WorkersService::new(cluster)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_streams);
     // Relayed streams and watches may outlive the engine: bound the drain.

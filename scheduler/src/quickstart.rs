@@ -3,18 +3,23 @@
 //! The scheduler never links task code (DESIGN.md section 2), so the
 //! one-command quick start launches `pulp-worker` processes found next to
 //! its own executable, pointed at this scheduler, and kills them when the
-//! scheduler exits.
+//! scheduler exits. The workers get the scheduler's database URL (through
+//! their environment, so a password does not show in `ps`) and storage
+//! directory, so they run the content tasks too.
 
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::Path;
 use tokio::process::{Child, Command};
 
-/// Starts `count` workers connected to `listen`.
+/// Starts `count` workers connected to `listen`, on the scheduler's
+/// database and storage directory.
 pub fn spawn_workers(
     count: u32,
     listen: SocketAddr,
     data_dir: &Path,
+    database_url: &str,
+    storage_dir: &Path,
 ) -> anyhow::Result<Vec<Child>> {
     let exe = std::env::current_exe().context("find the scheduler's own executable")?;
     let worker = exe.with_file_name("pulp-worker");
@@ -40,6 +45,9 @@ pub fn spawn_workers(
                 .arg(data_dir.join("work").join(format!("quickstart-{i}")))
                 .arg("--health-listen")
                 .arg("none")
+                .arg("--storage-dir")
+                .arg(storage_dir)
+                .env("PULP_DATABASE_URL", database_url)
                 .kill_on_drop(true)
                 .spawn()
                 .with_context(|| format!("start {}", worker.display()))

@@ -11,6 +11,11 @@
 //! - [`both_databases!`]: runs each scenario once per backend. Without a
 //!   reachable PostgreSQL the PostgreSQL variants are skipped, except under
 //!   `CI=true`, where they fail.
+//! - [`Process`], [`start_worker_process_at`]: our real binaries as child
+//!   processes, for tests that send them signals.
+//! - [`HealthWatch`]: one health Watch kept open to see every change.
+//! - [`PostgresCluster`]: a throwaway PostgreSQL server a test may stop and
+//!   start.
 //!
 //! Logs are silent unless `TEST_LOG=1`.
 
@@ -466,7 +471,29 @@ pub fn binary(name: &str) -> PathBuf {
     let dir = BUILT.get_or_init(|| {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
+        let mut command = std::process::Command::new(cargo);
+        // Cargo gives the test process variables of its own (e.g.
+        // CARGO_MANIFEST_DIR). Some build scripts (ring's) rerun when one of
+        // them changes, so passing them on would rebuild half the dependency
+        // tree here, and again at the next `cargo test`.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                ]
+                .contains(&key.as_ref())
+            {
+                command.env_remove(key.as_ref());
+            }
+        }
+        let status = command
             .current_dir(&root)
             .args([
                 "build",
@@ -498,6 +525,9 @@ pub struct Process {
     child: std::process::Child,
     /// Its log (stdout and stderr).
     pub log: PathBuf,
+    /// The URL of its gRPC health server, for a worker started with
+    /// [`start_worker_process_at`].
+    pub health_url: Option<String>,
 }
 
 impl Process {
@@ -514,7 +544,11 @@ impl Process {
             .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("start {name}: {e}"));
-        Process { child, log }
+        Process {
+            child,
+            log,
+            health_url: None,
+        }
     }
 
     /// Its process id.
@@ -571,34 +605,84 @@ impl TestApp {
     /// Starts a `pulp-worker` process connected to this scheduler, and
     /// waits until its health endpoint reports SERVING.
     pub async fn start_worker_process(&self, name: &str, slots: u32, extra: &[&str]) -> Process {
-        let health_port = free_port();
-        let mut args: Vec<String> = [
-            "--scheduler",
-            &self.url(),
-            "--name",
-            name,
-            "--slots",
-            &slots.to_string(),
-            "--working-dir",
-            self.work_dir(name).to_str().expect("utf-8 path"),
-            "--health-listen",
-            &format!("127.0.0.1:{health_port}"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let process = Process::start(
-            "pulp-worker",
-            &args,
-            self.work_root.path().join(format!("{name}.log")),
-        );
-        wait_for_health(
-            connect_eventually(&format!("http://127.0.0.1:{health_port}")).await,
-            tonic_health::pb::health_check_response::ServingStatus::Serving,
-        )
-        .await;
-        process
+        start_worker_process_at(&self.url(), self.work_root.path(), name, slots, extra).await
+    }
+}
+
+/// Starts a `pulp-worker` process named `name` connected to the scheduler
+/// at `scheduler_url`, with its working directory and log (`<name>.log`)
+/// under `work_root`, and waits until its health endpoint (recorded in
+/// [`Process::health_url`]) reports SERVING.
+pub async fn start_worker_process_at(
+    scheduler_url: &str,
+    work_root: &std::path::Path,
+    name: &str,
+    slots: u32,
+    extra: &[&str],
+) -> Process {
+    let health_url = format!("http://127.0.0.1:{}", free_port());
+    let mut args: Vec<String> = [
+        "--scheduler",
+        scheduler_url,
+        "--name",
+        name,
+        "--slots",
+        &slots.to_string(),
+        "--working-dir",
+        work_root.join(name).to_str().expect("utf-8 path"),
+        "--health-listen",
+        health_url.trim_start_matches("http://"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut process = Process::start("pulp-worker", &args, work_root.join(format!("{name}.log")));
+    wait_for_health(
+        connect_eventually(&health_url).await,
+        tonic_health::pb::health_check_response::ServingStatus::Serving,
+    )
+    .await;
+    process.health_url = Some(health_url);
+    process
+}
+
+/// A `grpc.health.v1.Health/Watch` stream kept open across status changes,
+/// so that a test sees every change from the moment it opened it (a fresh
+/// Watch would only report the status of the moment).
+pub struct HealthWatch {
+    stream: tonic::Streaming<tonic_health::pb::HealthCheckResponse>,
+}
+
+impl HealthWatch {
+    /// Opens a Watch of the overall status (`""`) on `channel`.
+    pub async fn open(channel: Channel) -> HealthWatch {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let stream = health
+            .watch(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("health watch")
+            .into_inner();
+        HealthWatch { stream }
+    }
+
+    /// Waits, up to [`WAIT`], for the next update reporting `status`.
+    pub async fn wait_for(
+        &mut self,
+        status: tonic_health::pb::health_check_response::ServingStatus,
+    ) {
+        tokio::time::timeout(WAIT, async {
+            while let Some(update) = self.stream.message().await.expect("health stream") {
+                if update.status == status as i32 {
+                    return;
+                }
+            }
+            panic!("health stream ended before {status:?}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("health never became {status:?}"));
     }
 }
 
@@ -627,5 +711,146 @@ pub async fn connect_eventually(url: &str) -> Channel {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Where the PostgreSQL server binaries of [`PostgresCluster`] live.
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A throwaway PostgreSQL cluster of the test's own (`initdb` into a
+/// temporary directory, trust authentication, a free port), started and
+/// stopped with `pg_ctl` as the `postgres` user when running as root, and
+/// removed when dropped. Tests use it to take the database away from a
+/// running scheduler and give it back.
+pub struct PostgresCluster {
+    dir: PathBuf,
+    port: u16,
+}
+
+fn as_postgres(args: &[&str]) -> std::process::Output {
+    use std::process::Command;
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    let output = if is_root {
+        Command::new("runuser")
+            .arg("-u")
+            .arg("postgres")
+            .arg("--")
+            .args(args)
+            .output()
+    } else {
+        Command::new(args[0]).args(&args[1..]).output()
+    };
+    output.expect("run a PostgreSQL tool")
+}
+
+impl PostgresCluster {
+    /// Creates and starts a cluster; `None` (the test is skipped with a
+    /// message) when the PostgreSQL binaries are missing outside CI.
+    pub fn start() -> Option<PostgresCluster> {
+        if !std::path::Path::new(PG_BIN).join("initdb").exists() {
+            assert!(!in_ci(), "PostgreSQL binaries are required under CI");
+            eprintln!("skipped: no PostgreSQL binaries in {PG_BIN}");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("pulp-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("cluster directory");
+        let _ = std::process::Command::new("chown")
+            .arg("postgres")
+            .arg(&dir)
+            .status();
+        let port = free_port();
+        let data = dir.join("data");
+        let initdb = format!("{PG_BIN}/initdb");
+        let out = as_postgres(&[
+            &initdb,
+            "-D",
+            data.to_str().expect("utf-8 path"),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ]);
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = PostgresCluster { dir, port };
+        cluster.start_again();
+        Some(cluster)
+    }
+
+    /// Starts the (stopped) server and waits until it accepts connections.
+    pub fn start_again(&self) {
+        let data = self.dir.join("data");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.display()
+        );
+        let pg_ctl = format!("{PG_BIN}/pg_ctl");
+        let log = self.dir.join("log");
+        let out = as_postgres(&[
+            &pg_ctl,
+            "-D",
+            data.to_str().expect("utf-8 path"),
+            "-o",
+            &options,
+            "-l",
+            log.to_str().expect("utf-8 path"),
+            "-w",
+            "start",
+        ]);
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server at once (`pg_ctl -m immediate`: no clean shutdown,
+    /// as if it crashed) and waits until it is gone.
+    pub fn stop_immediate(&self) {
+        let pg_ctl = format!("{PG_BIN}/pg_ctl");
+        let data = self.dir.join("data");
+        let out = as_postgres(&[
+            &pg_ctl,
+            "-D",
+            data.to_str().expect("utf-8 path"),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]);
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The URL of its `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PostgresCluster {
+    fn drop(&mut self) {
+        let pg_ctl = format!("{PG_BIN}/pg_ctl");
+        let data = self.dir.join("data");
+        let _ = as_postgres(&[
+            &pg_ctl,
+            "-D",
+            data.to_str().unwrap_or_default(),
+            "-m",
+            "immediate",
+            "stop",
+        ]);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -27,7 +27,8 @@ pub const MAX_SLOTS: u32 = 1024;
     about = "Runs Pulp tasks assigned by a pulp-scheduler, each in its own working directory."
 )]
 pub struct Config {
-    /// URL of the scheduler's gRPC endpoint (plain HTTP/2).
+    /// URL of the scheduler's gRPC endpoint (plain HTTP/2). Several replicas
+    /// may be given, separated by commas: each reconnect tries the next.
     #[arg(
         long,
         env = "PULP_SCHEDULER",
@@ -110,6 +111,22 @@ pub struct Config {
     )]
     pub default_timeout: Option<Duration>,
 
+    /// The shared database (`sqlite://PATH` or `postgres://...`), the
+    /// scheduler's. Only the content tasks (`add_and_remove`) use it; without
+    /// it they are not registered [default: none].
+    #[arg(long, env = "PULP_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// The artifact storage directory shared with the scheduler (on
+    /// Kubernetes a ReadWriteMany volume).
+    #[arg(
+        long,
+        env = "PULP_STORAGE_DIR",
+        value_name = "DIR",
+        default_value = ".pulp/storage"
+    )]
+    pub storage_dir: PathBuf,
+
     /// Log line format: `pretty` or `json`.
     #[arg(
         long,
@@ -123,8 +140,8 @@ pub struct Config {
 impl Config {
     /// A configuration for in-process tests: the given scheduler and working
     /// directory, a unique name, 4 slots, no health server, a 2 s cancel
-    /// grace, a 10 s shutdown grace and no default timeout. Adjust the public
-    /// fields as needed.
+    /// grace, a 10 s shutdown grace, no default timeout and no database
+    /// (so no content tasks). Adjust the public fields as needed.
     pub fn for_tests(scheduler_url: impl Into<String>, working_dir: impl Into<PathBuf>) -> Config {
         Config {
             scheduler: scheduler_url.into(),
@@ -135,6 +152,8 @@ impl Config {
             cancel_grace: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
             default_timeout: None,
+            database_url: None,
+            storage_dir: PathBuf::from(".pulp/storage"),
             log_format: LogFormat::Pretty,
         }
     }

@@ -80,8 +80,9 @@ pub(crate) struct Setup {
     pub slots: u32,
     /// A random id of this worker instance, the same across reconnects.
     pub instance_id: uuid::Uuid,
-    /// The scheduler.
-    pub endpoint: Endpoint,
+    /// The scheduler's addresses (replicas), tried in turn on each
+    /// (re)connect; never empty.
+    pub endpoints: Vec<Endpoint>,
     /// How long running tasks get to finish on shutdown.
     pub shutdown_grace: Duration,
     /// What every runner needs.
@@ -132,6 +133,8 @@ pub(crate) struct Connection {
     reconnect_backoff: Backoff,
     lease: Option<Lease>,
     drain: Option<Drain>,
+    /// Connection attempts so far: picks the next endpoint in turn.
+    attempts: usize,
 }
 
 impl Connection {
@@ -141,6 +144,7 @@ impl Connection {
             setup,
             registry,
             health,
+            attempts: 0,
             progress: ProgressHub::default(),
             running: HashMap::new(),
             runners: JoinSet::new(),
@@ -220,8 +224,15 @@ impl Connection {
             held,
             version: env!("CARGO_PKG_VERSION").to_owned(),
         };
-        debug!(scheduler = %self.setup.endpoint.uri(), held = hello.held.len(), "connecting");
-        self.opening = Some(Box::pin(session::open(self.setup.endpoint.clone(), hello)));
+        let endpoint = self.endpoint().clone();
+        self.attempts += 1;
+        debug!(scheduler = %endpoint.uri(), held = hello.held.len(), "connecting");
+        self.opening = Some(Box::pin(session::open(endpoint, hello)));
+    }
+
+    /// The endpoint of the current (or latest) connection attempt.
+    fn endpoint(&self) -> &Endpoint {
+        &self.setup.endpoints[self.attempts % self.setup.endpoints.len()]
     }
 
     fn on_opened(&mut self, opened: Result<(Session, Welcome), WorkerError>) {
@@ -230,12 +241,28 @@ impl Connection {
             Err(err) => return self.schedule_reconnect(err),
         };
         info!(
-            scheduler = %self.setup.endpoint.uri(),
+            scheduler = %self.setup.endpoints[(self.attempts + self.setup.endpoints.len() - 1) % self.setup.endpoints.len()].uri(),
             lease_ttl_s = welcome.lease_ttl.as_secs_f64(),
             heartbeat_s = welcome.heartbeat_interval.as_secs_f64(),
             stale = welcome.stale.len(),
             "connected to the scheduler"
         );
+        // The lease is dated from the Hello. A scheduler that held the Hello
+        // for long (waiting for its database or for a leader) leaves so
+        // little of it that the watchdog would stop the tasks it assigns
+        // right now before a heartbeat could renew it. Say Hello again
+        // instead: the scheduler requeues what it assigned to this session.
+        let handshake = session.hello_at.elapsed();
+        if handshake > self.watchdog_wait(welcome.lease_ttl) / 2 {
+            warn!(
+                handshake_ms = handshake.as_millis() as u64,
+                lease_ttl_s = welcome.lease_ttl.as_secs_f64(),
+                "the scheduler welcomed this worker too late to rely on the lease; connecting again"
+            );
+            drop(session);
+            self.reconnect_at = Some(Instant::now());
+            return;
+        }
         self.lease = Some(Lease {
             ttl: welcome.lease_ttl,
             renewed_at: session.hello_at,
@@ -567,13 +594,17 @@ impl Connection {
         if lease.expired || (self.session.is_none() && self.running.is_empty()) {
             return None;
         }
+        Some(lease.renewed_at + self.watchdog_wait(lease.ttl))
+    }
+
+    /// How long after a confirmed renewal the watchdog fires for a lease of
+    /// `ttl`: early enough for a task to be stopped (cancel grace) before
+    /// the lease can lapse, but not before half the lease.
+    fn watchdog_wait(&self, ttl: Duration) -> Duration {
         let margin = self.setup.runner.cancel_grace + LEASE_MARGIN;
-        let wait = lease
-            .ttl
-            .checked_sub(margin)
-            .filter(|wait| *wait >= lease.ttl / 2)
-            .unwrap_or(lease.ttl / 2);
-        Some(lease.renewed_at + wait)
+        ttl.checked_sub(margin)
+            .filter(|wait| *wait >= ttl / 2)
+            .unwrap_or(ttl / 2)
     }
 
     fn on_lease_expiring(&mut self) {

@@ -6,15 +6,23 @@
 //! flows back out through the context only: progress reports go to the
 //! connection loop (see [`crate::progress`]), created resources and the
 //! return value go into the task's `TaskFinished`.
+//!
+//! Content tasks also get the shared database ([`TaskContext::database`],
+//! when the worker was given `--database-url`), the storage directory, and
+//! their [`Fence`] (task, worker, attempt), which must guard every commit
+//! of their domain writes (see `pulp_common::content::fence`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use pulp_common::content::fence::Fence;
+use pulp_common::content::storage::Storage;
 use pulp_common::names::TaskId;
+use sea_orm::DatabaseConnection;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::outcome::TaskError;
+use crate::outcome::{TaskError, reason};
 use crate::progress::{ProgressReport, ProgressSink};
 
 /// The context of one task run.
@@ -33,6 +41,9 @@ pub struct TaskContext {
     cancel: CancellationToken,
     progress: ProgressSink,
     created: Arc<Mutex<Vec<String>>>,
+    worker: Arc<str>,
+    database: Option<DatabaseConnection>,
+    storage: Storage,
 }
 
 impl std::fmt::Debug for TaskContext {
@@ -41,6 +52,7 @@ impl std::fmt::Debug for TaskContext {
             .field("task_id", &self.task_id)
             .field("attempt", &self.attempt)
             .field("func", &self.func)
+            .field("worker", &self.worker)
             .field("working_dir", &self.working_dir)
             .field("cancelled", &self.cancel.is_cancelled())
             .finish_non_exhaustive()
@@ -58,6 +70,9 @@ pub(crate) struct ContextParts {
     pub cancel: CancellationToken,
     pub progress: ProgressSink,
     pub created: Arc<Mutex<Vec<String>>>,
+    pub worker: Arc<str>,
+    pub database: Option<DatabaseConnection>,
+    pub storage: Storage,
 }
 
 impl TaskContext {
@@ -73,6 +88,40 @@ impl TaskContext {
             cancel: parts.cancel,
             progress: parts.progress,
             created: parts.created,
+            worker: parts.worker,
+            database: parts.database,
+            storage: parts.storage,
+        }
+    }
+
+    /// The name of the worker running the task.
+    pub fn worker_name(&self) -> &str {
+        &self.worker
+    }
+
+    /// The shared database. A task error when the worker has none
+    /// (`--database-url` not given).
+    pub fn database(&self) -> Result<&DatabaseConnection, TaskError> {
+        self.database.as_ref().ok_or_else(|| {
+            TaskError::new(
+                reason::WORKER_ERROR,
+                "this worker has no database: start it with --database-url to run content tasks",
+            )
+        })
+    }
+
+    /// The artifact storage directory.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// What fences this run's domain writes: commit them with
+    /// [`Fence::commit`], which refuses once the task no longer runs here.
+    pub fn fence(&self) -> Fence {
+        Fence {
+            task_id: self.task_id,
+            worker: self.worker.to_string(),
+            attempt: self.attempt,
         }
     }
 
@@ -173,6 +222,9 @@ pub(crate) mod tests {
             cancel: CancellationToken::new(),
             progress: ProgressHub::default().sink(task_id, 1),
             created: Arc::default(),
+            worker: Arc::from("test-worker"),
+            database: None,
+            storage: Storage::new(std::env::temp_dir()),
         })
     }
 

@@ -37,6 +37,9 @@ pub enum WorkerError {
         /// The root.
         path: PathBuf,
     },
+    /// The database given with `--database-url` could not be opened.
+    #[error("open the database for the content tasks")]
+    Database(#[source] pulp_common::db::ConnectError),
     /// The health server could not listen on its address.
     #[error("listen for health checks on {addr}")]
     HealthBind {

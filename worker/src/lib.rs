@@ -7,7 +7,7 @@
 //! - [`registry`]: task name -> implementation ([`TaskRegistry`]); its names
 //!   go into `Hello.funcs`.
 //! - [`tasks`]: the implementations that ship (`noop`, `sleep`, `fail`,
-//!   `panic`).
+//!   `panic`, and with `--database-url` the content task `add_and_remove`).
 //! - [`context`]: what a running task gets ([`TaskContext`]).
 //! - [`outcome`]: a task's error type ([`TaskError`]) and how a run ended.
 //! - [`progress`]: progress reports from tasks, coalesced per code.
@@ -77,9 +77,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// Runs the worker with the shipped tasks until `shutdown` fires and the
-/// drain is over. The health server listens on `config.health_listen`.
+/// drain is over: the built-in ones, and the content tasks when
+/// `config.database_url` is set. The health server listens on
+/// `config.health_listen`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    run_with(config, TaskRegistry::builtin(), None, shutdown).await
+    let registry = if config.database_url.is_some() {
+        TaskRegistry::with_content()
+    } else {
+        TaskRegistry::builtin()
+    };
+    run_with(config, registry, None, shutdown).await
 }
 
 /// Runs the worker with the tasks of `registry`. When `health_listener` is
@@ -94,7 +101,17 @@ pub async fn run_with(
     health_listener: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let setup = validate(&config, &registry)?;
+    let mut setup = validate(&config, &registry)?;
+    if let Some(url) = &config.database_url {
+        let settings = pulp_common::db::PoolSettings {
+            max_connections: setup.slots.clamp(2, 32),
+            ..Default::default()
+        };
+        let database = pulp_common::db::connect(url, &settings)
+            .await
+            .map_err(WorkerError::Database)?;
+        Arc::make_mut(&mut setup.runner).database = Some(database);
+    }
     let root = setup.runner.working_root.clone();
     let _root_lock = workdir::lock_root(&root)?;
     let cleared = {
@@ -123,7 +140,7 @@ pub async fn run_with(
         worker = %setup.name,
         slots = setup.slots,
         funcs = ?registry.names().collect::<Vec<_>>(),
-        scheduler = %setup.endpoint.uri(),
+        scheduler = %config.scheduler,
         working_dir = %root.display(),
         stale_dirs_removed = cleared,
         "worker starting"
@@ -148,27 +165,31 @@ fn validate(config: &Config, registry: &TaskRegistry) -> Result<Setup, WorkerErr
     if registry.is_empty() {
         return Err(WorkerError::Config("no task is registered".into()));
     }
+    if config.database_url.is_none()
+        && let Some(func) = registry
+            .names()
+            .find(|f| pulp_common::catalog::CONTENT_TASKS.contains(f))
+    {
+        return Err(WorkerError::Config(format!(
+            "task {func:?} needs the database: give --database-url"
+        )));
+    }
     for func in registry.names() {
         TaskName::parse(func)
             .map_err(|e| WorkerError::Config(format!("registered task {func:?}: {e}")))?;
     }
-    let endpoint = Endpoint::from_shared(config.scheduler.clone()).map_err(|e| {
-        WorkerError::Config(format!(
-            "--scheduler {:?} is not a URL: {e}",
-            config.scheduler
-        ))
-    })?;
-    if endpoint.uri().scheme_str() != Some("http") {
-        return Err(WorkerError::Config(format!(
-            "--scheduler {:?}: use an http:// URL (TLS is not supported yet)",
-            config.scheduler
-        )));
+    let endpoints = config
+        .scheduler
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(scheduler_endpoint)
+        .collect::<Result<Vec<_>, _>>()?;
+    if endpoints.is_empty() {
+        return Err(WorkerError::Config(
+            "--scheduler is empty: give the scheduler's URL".into(),
+        ));
     }
-    let endpoint = endpoint
-        .connect_timeout(CONNECT_TIMEOUT)
-        .http2_keep_alive_interval(KEEPALIVE)
-        .keep_alive_timeout(KEEPALIVE)
-        .keep_alive_while_idle(true);
     let working_root =
         std::path::absolute(&config.working_dir).map_err(|source| WorkerError::WorkingDir {
             path: config.working_dir.clone(),
@@ -178,14 +199,33 @@ fn validate(config: &Config, registry: &TaskRegistry) -> Result<Setup, WorkerErr
         name: name.as_str().to_owned(),
         slots: config.slots,
         instance_id: uuid::Uuid::new_v4(),
-        endpoint,
+        endpoints,
         shutdown_grace: config.shutdown_grace,
         runner: Arc::new(RunnerSettings {
             working_root,
             cancel_grace: config.cancel_grace,
             default_timeout: config.default_timeout,
+            worker: Arc::from(name.as_str()),
+            database: None,
+            storage: pulp_common::content::storage::Storage::new(&config.storage_dir),
         }),
     })
+}
+
+/// One scheduler URL as a configured endpoint.
+fn scheduler_endpoint(url: &str) -> Result<Endpoint, WorkerError> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| WorkerError::Config(format!("--scheduler {url:?} is not a URL: {e}")))?;
+    if endpoint.uri().scheme_str() != Some("http") {
+        return Err(WorkerError::Config(format!(
+            "--scheduler {url:?}: use an http:// URL (TLS is not supported yet)"
+        )));
+    }
+    Ok(endpoint
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE)
+        .keep_alive_while_idle(true))
 }
 
 #[cfg(test)]

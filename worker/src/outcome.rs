@@ -31,6 +31,14 @@ pub mod reason {
     pub const UNKNOWN_TASK: &str = "unknown task";
     /// The worker refused an assignment beyond its slots.
     pub const NO_FREE_SLOT: &str = "no free slot";
+    /// Something the task works on does not exist (any more): a repository,
+    /// a version, a content unit.
+    pub const NOT_FOUND: &str = "not found";
+    /// The task's row no longer says it runs on this worker and attempt, so
+    /// its changes were rolled back (DESIGN.md section 7).
+    pub const FENCED: &str = "fenced";
+    /// The database failed or is unreachable.
+    pub const DATABASE_ERROR: &str = "database error";
     /// The worker itself failed around the task (e.g. its working directory
     /// could not be created).
     pub const WORKER_ERROR: &str = "worker error";

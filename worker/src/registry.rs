@@ -40,6 +40,15 @@ impl TaskRegistry {
         registry
     }
 
+    /// The built-in tasks plus the content tasks
+    /// (`pulp_common::catalog::CONTENT_TASKS`), which need the worker to
+    /// have a database (`--database-url`).
+    pub fn with_content() -> TaskRegistry {
+        let mut registry = TaskRegistry::builtin();
+        crate::tasks::register_content(&mut registry);
+        registry
+    }
+
     /// Registers (or replaces) the task `name`. Names must be valid task
     /// names (letters, digits, `_`, `.`, `:`); the worker checks them at
     /// start.

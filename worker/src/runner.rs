@@ -27,6 +27,8 @@ use crate::outcome::{Finished, Outcome, TaskError, reason};
 use crate::progress::ProgressHub;
 use crate::registry::{TaskFn, TaskResult};
 use crate::workdir::WorkingDir;
+use pulp_common::content::storage::Storage;
+use sea_orm::DatabaseConnection;
 
 /// Settings shared by every run.
 #[derive(Debug, Clone)]
@@ -37,6 +39,12 @@ pub(crate) struct RunnerSettings {
     pub cancel_grace: Duration,
     /// The timeout of tasks assigned without one.
     pub default_timeout: Option<Duration>,
+    /// The worker's name (for the tasks' fences).
+    pub worker: Arc<str>,
+    /// The shared database, for the content tasks.
+    pub database: Option<DatabaseConnection>,
+    /// The artifact storage directory.
+    pub storage: Storage,
 }
 
 /// One assignment, validated.
@@ -128,6 +136,9 @@ pub(crate) async fn run(
                 cancel: CancellationToken::new(),
                 progress: progress.sink(task_id, attempt),
                 created: created.clone(),
+                worker: settings.worker.clone(),
+                database: settings.database.clone(),
+                storage: settings.storage.clone(),
             });
             let outcome = supervise(job.task, ctx, timeout, settings.cancel_grace, &stop).await;
             if let Err(err) = dir.remove().await {
@@ -304,6 +315,9 @@ mod tests {
                 working_root: root.path().to_owned(),
                 cancel_grace: Duration::from_millis(200),
                 default_timeout: None,
+                worker: Arc::from("test-worker"),
+                database: None,
+                storage: Storage::new(root.path().join("storage")),
             });
             Fixture {
                 root,

@@ -126,8 +126,14 @@ pub(crate) async fn open(
         stale: welcome.stale,
     };
     let opened_at = Instant::now();
+    // The worker dates its lease from the Hello (the scheduler cannot have
+    // started it earlier), so heartbeats are spaced from then too: after a
+    // slow handshake (a scheduler waiting for its database or for a leader)
+    // the first one goes out at once. Spaced from the Welcome instead, the
+    // lease watchdog could fire before the first renewal and stop the tasks
+    // just assigned.
     let mut heartbeat = tokio::time::interval_at(
-        opened_at + welcome.heartbeat_interval,
+        hello_at + welcome.heartbeat_interval,
         welcome.heartbeat_interval,
     );
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);

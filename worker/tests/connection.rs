@@ -104,9 +104,18 @@ impl Conn {
     }
 
     async fn welcome_with_ttl(&self, lease_ttl_seconds: f64, stale: Vec<pb::HeldTask>) {
+        self.welcome_with(lease_ttl_seconds, 0.2, stale).await;
+    }
+
+    async fn welcome_with(
+        &self,
+        lease_ttl_seconds: f64,
+        heartbeat_interval_seconds: f64,
+        stale: Vec<pb::HeldTask>,
+    ) {
         self.send(ToWorker::Welcome(pb::Welcome {
             lease_ttl_seconds,
-            heartbeat_interval_seconds: 0.2,
+            heartbeat_interval_seconds,
             stale,
         }))
         .await;
@@ -449,6 +458,83 @@ async fn renewed_leases_keep_tasks_running() {
     // after the last confirmed renewal, long before the task ends.
     conn.welcome_with_ttl(2.0, vec![]).await;
     conn.assign("sleep", json!({"seconds": 2.5})).await;
+    let f = conn.finished().await;
+    assert!(matches!(f.outcome, Some(Outcome::Result(_))), "{f:?}");
+    conn.ack(&f, tonic::Code::Ok).await;
+
+    w.shutdown.cancel();
+    assert!(matches!(conn.recv().await, Some(FromWorker::Draining(_))));
+    assert_eq!(conn.recv().await, None);
+    drop(conn);
+    w.stopped().await;
+}
+
+/// A scheduler that takes long to answer the Hello (one waiting for its
+/// database or for a leader) must not make the worker stop the tasks it
+/// assigns right after the Welcome: the first heartbeat goes out at once and
+/// renews the lease the worker dates from the Hello.
+#[tokio::test]
+async fn a_slow_welcome_does_not_stop_the_next_tasks() {
+    let mut w = TestWorker::start(|_| {}).await;
+    let mut conn = w.next_conn().await;
+    conn.hello().await;
+    // A 2 s lease and a 0.2 s cancel grace: the watchdog fires 1 s after
+    // the Hello unless a renewal comes first. Heartbeats every 0.6 s, so
+    // the first one after the Welcome would come too late (1.05 s after
+    // the Hello) if it were spaced from the Welcome.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    conn.welcome_with(2.0, 0.6, vec![]).await;
+    conn.assign("sleep", json!({"seconds": 1.5})).await;
+    let f = conn.finished().await;
+    assert!(matches!(f.outcome, Some(Outcome::Result(_))), "{f:?}");
+    conn.ack(&f, tonic::Code::Ok).await;
+
+    w.shutdown.cancel();
+    assert!(matches!(conn.recv().await, Some(FromWorker::Draining(_))));
+    assert_eq!(conn.recv().await, None);
+    drop(conn);
+    w.stopped().await;
+}
+
+/// A Welcome that comes after the watchdog would already have fired (the
+/// lease is dated from the Hello) is not used: the worker drops that stream
+/// before starting anything on it and says Hello again at once.
+#[tokio::test]
+async fn a_too_late_welcome_is_dropped_for_a_fresh_hello() {
+    let mut w = TestWorker::start(|_| {}).await;
+    let mut conn = w.next_conn().await;
+    conn.hello().await;
+    // A 2 s lease and a 0.2 s cancel grace: the watchdog would fire 1 s
+    // after the Hello.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    conn.welcome_with(2.0, 0.6, vec![]).await;
+    // Assigned with the Welcome, as the scheduler does. The worker may have
+    // dropped the stream already, so the send may fail.
+    let _ = conn
+        .to_worker
+        .send(Ok(pb::SchedulerMessage {
+            message: Some(ToWorker::Assignment(pb::Assignment {
+                task_id: TaskId::new().to_string(),
+                attempt: 1,
+                func: "sleep".into(),
+                kwargs: Some(json_to_struct(json!({"seconds": 5}).as_object().unwrap())),
+                ..Default::default()
+            })),
+        }))
+        .await;
+    assert_eq!(
+        conn.recv().await,
+        None,
+        "the late session is dropped before anything starts on it"
+    );
+    drop(conn);
+
+    let mut conn = w.next_conn().await;
+    let hello = conn.hello().await;
+    assert!(hello.held.is_empty(), "{hello:?}");
+    conn.welcome_with(2.0, 0.6, vec![]).await;
+    w.health_becomes(ServingStatus::Serving).await;
+    conn.assign("sleep", json!({"seconds": 1.5})).await;
     let f = conn.finished().await;
     assert!(matches!(f.outcome, Some(Outcome::Result(_))), "{f:?}");
     conn.ack(&f, tonic::Code::Ok).await;

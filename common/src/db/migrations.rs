@@ -34,7 +34,11 @@ struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Tasking), Box::new(M0003SchedulerLeader)]
+        vec![
+            Box::new(M0001Tasking),
+            Box::new(M0002Content),
+            Box::new(M0003SchedulerLeader),
+        ]
     }
 }
 
@@ -158,6 +162,105 @@ impl MigrationTrait for M0003SchedulerLeader {
                 )",
             )
             .await?;
+        Ok(())
+    }
+}
+
+/// The content domain: artifacts, content units and their files,
+/// repositories, their versions with content counts, and membership.
+///
+/// Membership is one `repository_content` row per stretch of versions in
+/// which a unit is present: `version_added` is the first version that has
+/// it, `version_removed` the first that no longer has it (NULL while it is
+/// still present). A new version therefore costs rows for its changes only,
+/// and "the content of version N" is the rows with `version_added <= N AND
+/// (version_removed IS NULL OR version_removed > N)`. Version numbers (not
+/// ids) are stored there because a version is always read within its
+/// repository, and numbers order the versions.
+struct M0002Content;
+
+impl MigrationName for M0002Content {
+    fn name(&self) -> &str {
+        "m0002_content"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002Content {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let conn = manager.get_connection();
+        let statements = [
+            "CREATE TABLE artifacts (
+                id VARCHAR(36) PRIMARY KEY,
+                sha256 VARCHAR(64) NOT NULL UNIQUE,
+                size BIGINT NOT NULL,
+                created_at BIGINT NOT NULL
+            )",
+            "CREATE TABLE contents (
+                id VARCHAR(36) PRIMARY KEY,
+                pulp_type VARCHAR(129) NOT NULL,
+                natural_key TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                UNIQUE (pulp_type, natural_key)
+            )",
+            "CREATE INDEX contents_type ON contents (pulp_type, id)",
+            // A NULL artifact is on-demand content not downloaded yet.
+            "CREATE TABLE content_artifacts (
+                content_id VARCHAR(36) NOT NULL REFERENCES contents(id) ON DELETE CASCADE,
+                relative_path TEXT NOT NULL,
+                artifact_id VARCHAR(36) REFERENCES artifacts(id),
+                PRIMARY KEY (content_id, relative_path)
+            )",
+            "CREATE INDEX content_artifacts_artifact ON content_artifacts (artifact_id)",
+            "CREATE TABLE repositories (
+                id VARCHAR(36) PRIMARY KEY,
+                name VARCHAR(255) NOT NULL UNIQUE,
+                description TEXT NOT NULL,
+                next_version BIGINT NOT NULL,
+                created_at BIGINT NOT NULL
+            )",
+            // No foreign key on the base: it may be another repository's
+            // version, and deleting a version sets references to it to
+            // NULL (as Pulp does).
+            "CREATE TABLE repository_versions (
+                id VARCHAR(36) PRIMARY KEY,
+                repository_id VARCHAR(36) NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+                number BIGINT NOT NULL,
+                base_version_id VARCHAR(36),
+                complete BOOLEAN NOT NULL,
+                created_by_task VARCHAR(36),
+                created_at BIGINT NOT NULL,
+                UNIQUE (repository_id, number)
+            )",
+            // count_type: 'added', 'removed' or 'present'.
+            "CREATE TABLE repository_version_counts (
+                version_id VARCHAR(36) NOT NULL REFERENCES repository_versions(id) ON DELETE CASCADE,
+                pulp_type VARCHAR(129) NOT NULL,
+                count_type VARCHAR(8) NOT NULL,
+                count BIGINT NOT NULL,
+                PRIMARY KEY (version_id, count_type, pulp_type)
+            )",
+            // No foreign keys here, on purpose: PostgreSQL checks them with
+            // a trigger per inserted row (and a row lock on the repository
+            // each time), which made adding 100,000 units 2.7 times slower
+            // (3.9 s against 1.4 s, measured). The only writer
+            // (`content::versions`) checks, set-based and under the
+            // repository's lock, that every unit exists, and
+            // `content::repositories::delete` removes a repository's rows.
+            // No index on content_id either until something reads by it.
+            "CREATE TABLE repository_content (
+                repository_id VARCHAR(36) NOT NULL,
+                content_id VARCHAR(36) NOT NULL,
+                version_added BIGINT NOT NULL,
+                version_removed BIGINT,
+                PRIMARY KEY (repository_id, content_id, version_added)
+            )",
+            "CREATE INDEX repository_content_added ON repository_content (repository_id, version_added)",
+            "CREATE INDEX repository_content_removed ON repository_content (repository_id, version_removed)",
+        ];
+        for sql in statements {
+            conn.execute_unprepared(sql).await?;
+        }
         Ok(())
     }
 }

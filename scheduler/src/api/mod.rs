@@ -6,9 +6,12 @@
 //! - [`task_groups`] serves `pulp.tasking.v1.TaskGroups`.
 //! - [`workers`] serves `pulp.tasking.v1.Workers` (the worker stream and the
 //!   list).
+//! - [`content`] serves `pulp.content.v1` (artifacts, content units,
+//!   repositories; `Modify` dispatches `add_and_remove`).
 //! - [`validate`] builds a `NewTask` from a request.
 //! - [`convert`] turns stored records into protobuf.
 
+pub mod content;
 pub mod convert;
 pub mod task_groups;
 pub mod tasks;
@@ -16,9 +19,9 @@ pub mod validate;
 pub mod workers;
 
 use crate::engine::EngineError;
-use tonic::Request;
 use pulp_common::names::InvalidName;
 use sea_orm::DbErr;
+use tonic::Request;
 use tonic::Status;
 
 /// Why an API call failed.

@@ -3,10 +3,10 @@
 
 use super::{ApiError, convert, forward};
 use crate::cluster::{Cluster, Route};
-use pulp_common::proto::tasking::v1::task_groups_client::TaskGroupsClient;
 use crate::store::groups;
 use pulp_common::names::TaskGroupId;
 use pulp_common::proto::tasking::v1 as pb;
+use pulp_common::proto::tasking::v1::task_groups_client::TaskGroupsClient;
 use pulp_common::proto::tasking::v1::task_groups_server::TaskGroups;
 use pulp_common::time::now_micros;
 use sea_orm::DatabaseConnection;
@@ -84,7 +84,9 @@ impl TaskGroups for TaskGroupsService {
         let engine = match self.cluster.route().await? {
             Route::Local(engine) => engine,
             Route::Remote(channel) => {
-                return TaskGroupsClient::new(channel).cancel_task_group(forward(request)).await;
+                return TaskGroupsClient::new(channel)
+                    .cancel_task_group(forward(request))
+                    .await;
             }
         };
         let id = TaskGroupId::parse(&request.into_inner().id).map_err(ApiError::from)?;

@@ -6,10 +6,10 @@ use super::validate::{TaskRequest, new_task};
 use super::{ApiError, convert, forward};
 use crate::cluster::{Cluster, Route};
 use crate::engine::Engine;
-use pulp_common::proto::tasking::v1::tasks_client::TasksClient;
 use crate::store::tasks::{self as store, TaskFilter};
 use pulp_common::names::{ResourceName, TaskGroupId, TaskId};
 use pulp_common::proto::tasking::v1 as pb;
+use pulp_common::proto::tasking::v1::tasks_client::TasksClient;
 use pulp_common::proto::tasking::v1::tasks_server::Tasks;
 use pulp_common::state::TaskState;
 use pulp_common::time::{from_timestamp, now_micros};
@@ -41,7 +41,9 @@ macro_rules! engine_or_forward {
     ($self:ident, $request:ident, $method:ident) => {
         match $self.cluster.route().await? {
             Route::Local(engine) => engine,
-            Route::Remote(channel) => return TasksClient::new(channel).$method(forward($request)).await,
+            Route::Remote(channel) => {
+                return TasksClient::new(channel).$method(forward($request)).await
+            }
         }
     };
 }
@@ -180,7 +182,10 @@ impl Tasks for TasksService {
         let engine: Engine = match self.cluster.route().await? {
             Route::Local(engine) => engine,
             Route::Remote(channel) => {
-                let stream = TasksClient::new(channel).watch_task(forward(request)).await?.into_inner();
+                let stream = TasksClient::new(channel)
+                    .watch_task(forward(request))
+                    .await?
+                    .into_inner();
                 return Ok(Response::new(Box::pin(stream)));
             }
         };

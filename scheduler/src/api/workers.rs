@@ -11,20 +11,20 @@
 use super::{ApiError, convert, forward};
 use crate::cluster::{Cluster, Route};
 use crate::engine::{Registration, WorkerEvent};
-use pulp_common::proto::tasking::v1::workers_client::WorkersClient;
-use tokio_stream::StreamExt;
 use crate::store::workers;
 use crate::task::{Outcome, TaskFailure};
 use pb::worker_message::Message;
 use pulp_common::json;
 use pulp_common::names::{TaskId, TaskName, WorkerName};
 use pulp_common::proto::tasking::v1 as pb;
+use pulp_common::proto::tasking::v1::workers_client::WorkersClient;
 use pulp_common::proto::tasking::v1::workers_server::Workers;
 use sea_orm::DatabaseConnection;
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::warn;
@@ -64,7 +64,10 @@ impl Workers for WorkersService {
             Route::Remote(channel) => {
                 // A follower relays the whole stream to the leader.
                 let upstream = forward(request).map(|inbound| inbound.map_while(Result::ok));
-                let downstream = WorkersClient::new(channel).connect(upstream).await?.into_inner();
+                let downstream = WorkersClient::new(channel)
+                    .connect(upstream)
+                    .await?
+                    .into_inner();
                 return Ok(Response::new(Box::pin(downstream)));
             }
         };

@@ -249,7 +249,9 @@ impl Core {
             && !crate::cluster::epoch_is_current(&txn, epoch).await?
         {
             self.fenced = true;
-            return Err(DbErr::Custom(format!("leadership epoch {epoch} is no longer current")));
+            return Err(DbErr::Custom(format!(
+                "leadership epoch {epoch} is no longer current"
+            )));
         }
         let now = now_micros();
         self.expire_leases(&txn, now, effects).await?;

@@ -22,13 +22,14 @@ both_databases!(
     bad_input_is_refused_before_any_request,
 );
 
-/// `pulpctl --scheduler <the test's scheduler> ...`.
-struct Pulpctl {
+/// `pulpctl --scheduler <the test's scheduler> ...` (also used by the
+/// content commands' tests).
+pub(crate) struct Pulpctl {
     url: String,
 }
 
 impl Pulpctl {
-    fn new(app: &TestApp) -> Self {
+    pub(crate) fn new(app: &TestApp) -> Self {
         Pulpctl { url: app.url() }
     }
 
@@ -40,7 +41,7 @@ impl Pulpctl {
     }
 
     /// Runs `args`: the exit code or the error with its causes, and stdout.
-    async fn run(&self, args: &[&str]) -> (Result<i32, String>, String) {
+    pub(crate) async fn run(&self, args: &[&str]) -> (Result<i32, String>, String) {
         let cli = self
             .parse(args)
             .unwrap_or_else(|err| panic!("{args:?} does not parse: {err}"));
@@ -59,7 +60,7 @@ impl Pulpctl {
     }
 
     /// Runs `args --json`, which must exit 0, and parses stdout.
-    async fn json(&self, args: &[&str]) -> Json {
+    pub(crate) async fn json(&self, args: &[&str]) -> Json {
         let mut args = args.to_vec();
         args.push("--json");
         parse_json(&self.ok(&args).await)

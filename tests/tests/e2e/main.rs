@@ -4,8 +4,11 @@
 mod bad_input;
 mod cancel;
 mod cli;
+mod content;
+mod faults;
 mod groups;
 mod health;
 mod purge;
+mod replicas;
 mod reservations;
 mod tasks;

@@ -1,9 +1,11 @@
 //! The task implementations that ship with the worker.
 //!
 //! Each submodule holds plain `async fn(TaskContext) -> TaskResult` bodies;
-//! [`register_builtin`] puts them into a [`TaskRegistry`] under the names
-//! of `pulp_common::catalog`, which is how the scheduler knows them.
+//! [`register_builtin`] and [`register_content`] put them into a
+//! [`TaskRegistry`] under the names of `pulp_common::catalog`, which is how
+//! the scheduler knows them.
 
+pub mod add_and_remove;
 pub mod diagnostic;
 
 use pulp_common::catalog;
@@ -17,4 +19,9 @@ pub fn register_builtin(registry: &mut TaskRegistry) {
         .register(catalog::SLEEP, diagnostic::sleep)
         .register(catalog::FAIL, diagnostic::fail)
         .register(catalog::PANIC, diagnostic::panic);
+}
+
+/// Registers the content tasks (they need the worker's database).
+pub fn register_content(registry: &mut TaskRegistry) {
+    registry.register(catalog::ADD_AND_REMOVE, add_and_remove::add_and_remove);
 }

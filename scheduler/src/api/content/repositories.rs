@@ -1,0 +1,348 @@
+//! `pulp.content.v1.Repositories`: repositories and versions are read and
+//! deleted here directly in the database; `Modify` validates the change
+//! (ids, the `"*"` rule, that the repository, the base version and every
+//! unit exist) and dispatches the task `add_and_remove`, which a worker
+//! runs. On a follower replica `Modify` goes to the leader, whose engine
+//! stores the task.
+
+use super::super::{ApiError, convert, forward};
+use super::contents::content;
+use super::{next_token, page_size, page_token, timestamp, type_filter};
+use crate::cluster::{Cluster, Route};
+use crate::task::NewTask;
+use pulp_common::catalog::ADD_AND_REMOVE;
+use pulp_common::content::begin_write;
+use pulp_common::content::contents;
+use pulp_common::content::repositories::{self, Repository, parse_description, parse_name};
+use pulp_common::content::versions::{self, Counts, Version};
+use pulp_common::names::{
+    ContentId, RepositoryId, RepositoryVersionId, ResourceClaims, TaskId, TaskName,
+};
+use pulp_common::proto::content::v1 as pb;
+use pulp_common::proto::content::v1::repositories_client::RepositoriesClient;
+use pulp_common::proto::content::v1::repositories_server::Repositories;
+use pulp_common::proto::tasking::v1 as tasking;
+use sea_orm::DatabaseConnection;
+use serde_json::json;
+use tonic::{Request, Response, Status};
+use tracing::debug;
+
+/// Most content units one Modify may name (added plus removed). The task's
+/// kwargs carry them, and the Task returned (and sent to the worker)
+/// echoes them: 100,000 ids keep every message under gRPC's default 4 MiB.
+pub const MAX_MODIFY_UNITS: usize = 100_000;
+
+/// The Repositories service.
+#[derive(Debug, Clone)]
+pub struct RepositoriesService {
+    cluster: Cluster,
+    db: DatabaseConnection,
+}
+
+impl RepositoriesService {
+    /// Serves repositories from the cluster's database; dispatches through
+    /// `cluster`.
+    pub fn new(cluster: Cluster) -> Self {
+        let db = cluster.db().clone();
+        RepositoriesService { cluster, db }
+    }
+
+    async fn repository(&self, id: RepositoryId) -> Result<Repository, ApiError> {
+        repositories::get_repository(&self.db, id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("repository {id} not found")))
+    }
+
+    async fn version(&self, id: RepositoryVersionId) -> Result<Version, ApiError> {
+        versions::get_version(&self.db, id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("repository version {id} not found")))
+    }
+
+    /// Validates a ModifyRequest into the task that carries it out.
+    async fn modify_task(&self, r: &pb::ModifyRequest) -> Result<NewTask, ApiError> {
+        let repository = RepositoryId::parse(&r.repository_id)?;
+        let units = r.add_content_units.len() + r.remove_content_units.len();
+        if units > MAX_MODIFY_UNITS {
+            return Err(ApiError::InvalidArgument(format!(
+                "the request names {units} content units; the limit is {MAX_MODIFY_UNITS}: split it into several Modify calls"
+            )));
+        }
+        let remove_all = r.remove_content_units.iter().any(|u| u == "*");
+        if remove_all && r.remove_content_units.len() > 1 {
+            return Err(ApiError::InvalidArgument(
+                "remove_content_units: \"*\" removes all content and cannot be combined with other units".into(),
+            ));
+        }
+        let parse = |field: &str, list: &[String]| {
+            list.iter()
+                .enumerate()
+                .map(|(i, id)| {
+                    ContentId::parse(id)
+                        .map_err(|e| ApiError::InvalidArgument(format!("{field}[{i}]: {}", e.0)))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let add = parse("add_content_units", &r.add_content_units)?;
+        let remove = if remove_all {
+            Vec::new()
+        } else {
+            parse("remove_content_units", &r.remove_content_units)?
+        };
+        let base = (!r.base_version_id.is_empty())
+            .then(|| RepositoryVersionId::parse(&r.base_version_id))
+            .transpose()
+            .map_err(|e| ApiError::InvalidArgument(format!("base_version_id: {}", e.0)))?;
+
+        self.repository(repository).await?;
+        let mut shared = Vec::new();
+        if let Some(base) = base {
+            let version = self
+                .version(base)
+                .await
+                .map_err(|_| ApiError::NotFound(format!("base version {base} not found")))?;
+            if !version.complete {
+                return Err(ApiError::InvalidArgument(format!(
+                    "base version {base} is not complete: give a finished version"
+                )));
+            }
+            if version.repository_id != repository {
+                shared.push(repositories::resource(version.repository_id));
+            }
+        }
+        let mut named = add.clone();
+        named.extend(&remove);
+        if let Some(missing) = contents::first_missing(&self.db, &named).await? {
+            return Err(ApiError::NotFound(format!(
+                "content unit {missing} not found"
+            )));
+        }
+
+        let ids = |list: &[ContentId]| list.iter().map(ContentId::to_string).collect::<Vec<_>>();
+        let kwargs = json!({
+            "repository_pk": repository.to_string(),
+            "add_content_units": ids(&add),
+            "remove_content_units": if remove_all { vec!["*".to_owned()] } else { ids(&remove) },
+            "base_version_pk": base.map(|b| b.to_string()),
+        });
+        Ok(NewTask {
+            id: TaskId::new(),
+            func: TaskName::parse(ADD_AND_REMOVE)?,
+            args: "[]".into(),
+            kwargs: kwargs.to_string(),
+            claims: ResourceClaims::new([repositories::resource(repository)], shared)?,
+            task_group_id: None,
+            parent_task_id: None,
+            timeout_ms: None,
+        })
+    }
+}
+
+/// A repository as sent to clients.
+pub fn repository(r: &Repository) -> pb::Repository {
+    pb::Repository {
+        id: r.id.to_string(),
+        name: r.name.clone(),
+        description: r.description.clone(),
+        next_version: r.next_version,
+        latest_version_number: r.latest_version_number,
+        latest_version_id: r.latest_version_id.clone(),
+        created_at: timestamp(r.created_at),
+        resource: repositories::resource(r.id).to_string(),
+    }
+}
+
+fn counts(counts: &Counts) -> Vec<pb::ContentCount> {
+    counts
+        .iter()
+        .map(|(pulp_type, count)| pb::ContentCount {
+            pulp_type: pulp_type.clone(),
+            count: *count,
+        })
+        .collect()
+}
+
+/// A version as sent to clients.
+pub fn version(v: &Version) -> pb::RepositoryVersion {
+    pb::RepositoryVersion {
+        id: v.id.to_string(),
+        repository_id: v.repository_id.to_string(),
+        number: v.number,
+        base_version_id: v.base_version_id.clone().unwrap_or_default(),
+        complete: v.complete,
+        created_at: timestamp(v.created_at),
+        content_summary: Some(pb::ContentSummary {
+            added: counts(&v.summary.added),
+            removed: counts(&v.summary.removed),
+            present: counts(&v.summary.present),
+        }),
+        created_by_task_id: v.created_by_task.clone().unwrap_or_default(),
+    }
+}
+
+#[tonic::async_trait]
+impl Repositories for RepositoriesService {
+    async fn create_repository(
+        &self,
+        request: Request<pb::CreateRepositoryRequest>,
+    ) -> Result<Response<pb::Repository>, Status> {
+        let r = request.into_inner();
+        let name = parse_name(&r.name).map_err(ApiError::from)?;
+        let description = parse_description(&r.description).map_err(ApiError::from)?;
+        let txn = begin_write(&self.db).await.map_err(ApiError::from)?;
+        let created = repositories::create(&txn, &name, &description)
+            .await
+            .map_err(ApiError::from)?;
+        txn.commit().await.map_err(ApiError::from)?;
+        debug!(repository_id = %created.id, "repository created");
+        Ok(Response::new(repository(&created)))
+    }
+
+    async fn get_repository(
+        &self,
+        request: Request<pb::GetRepositoryRequest>,
+    ) -> Result<Response<pb::Repository>, Status> {
+        let id = RepositoryId::parse(&request.into_inner().id).map_err(ApiError::from)?;
+        Ok(Response::new(repository(&self.repository(id).await?)))
+    }
+
+    async fn list_repositories(
+        &self,
+        request: Request<pb::ListRepositoriesRequest>,
+    ) -> Result<Response<pb::ListRepositoriesResponse>, Status> {
+        let r = request.into_inner();
+        let limit = page_size(r.page_size)?;
+        let after = page_token(&r.page_token, RepositoryId::parse)?;
+        let page = repositories::list(&self.db, after, limit)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListRepositoriesResponse {
+            next_page_token: next_token(&page, limit, |r| r.id.to_string()),
+            repositories: page.iter().map(repository).collect(),
+        }))
+    }
+
+    async fn delete_repository(
+        &self,
+        request: Request<pb::DeleteRepositoryRequest>,
+    ) -> Result<Response<()>, Status> {
+        let id = RepositoryId::parse(&request.into_inner().id).map_err(ApiError::from)?;
+        let txn = begin_write(&self.db).await.map_err(ApiError::from)?;
+        if !repositories::delete(&txn, id)
+            .await
+            .map_err(ApiError::from)?
+        {
+            return Err(ApiError::NotFound(format!("repository {id} not found")).into());
+        }
+        txn.commit().await.map_err(ApiError::from)?;
+        debug!(repository_id = %id, "repository deleted");
+        Ok(Response::new(()))
+    }
+
+    async fn list_repository_versions(
+        &self,
+        request: Request<pb::ListRepositoryVersionsRequest>,
+    ) -> Result<Response<pb::ListRepositoryVersionsResponse>, Status> {
+        let r = request.into_inner();
+        let id = RepositoryId::parse(&r.repository_id).map_err(ApiError::from)?;
+        let limit = page_size(r.page_size)?;
+        let after = page_token(&r.page_token, |t| t.parse::<i64>())?;
+        self.repository(id).await?;
+        let page = versions::list(&self.db, id, after, limit)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListRepositoryVersionsResponse {
+            next_page_token: next_token(&page, limit, |v| v.number.to_string()),
+            versions: page.iter().map(version).collect(),
+        }))
+    }
+
+    async fn get_repository_version(
+        &self,
+        request: Request<pb::GetRepositoryVersionRequest>,
+    ) -> Result<Response<pb::RepositoryVersion>, Status> {
+        let r = request.into_inner();
+        let found = match (r.id.is_empty(), r.repository_id.is_empty()) {
+            (false, true) if r.number.is_none() => {
+                self.version(RepositoryVersionId::parse(&r.id).map_err(ApiError::from)?)
+                    .await?
+            }
+            (true, false) => {
+                let repo = RepositoryId::parse(&r.repository_id).map_err(ApiError::from)?;
+                self.repository(repo).await?;
+                let found = match r.number {
+                    Some(n) => versions::get_by_number(&self.db, repo, n).await,
+                    None => versions::latest(&self.db, repo).await,
+                };
+                found.map_err(ApiError::from)?.ok_or_else(|| {
+                    ApiError::NotFound(format!(
+                        "repository {repo} has no version {}",
+                        r.number.map_or("at all".into(), |n| n.to_string())
+                    ))
+                })?
+            }
+            _ => {
+                return Err(ApiError::InvalidArgument(
+                    "name the version by id alone, or by repository_id (and number)".into(),
+                )
+                .into());
+            }
+        };
+        Ok(Response::new(version(&found)))
+    }
+
+    async fn list_version_content(
+        &self,
+        request: Request<pb::ListVersionContentRequest>,
+    ) -> Result<Response<pb::ListVersionContentResponse>, Status> {
+        let r = request.into_inner();
+        let id = RepositoryVersionId::parse(&r.version_id).map_err(ApiError::from)?;
+        let limit = page_size(r.page_size)?;
+        let after = page_token(&r.page_token, ContentId::parse)?;
+        let pulp_type = type_filter(&r.pulp_type)?;
+        let found = self.version(id).await?;
+        let page = versions::content(&self.db, &found, pulp_type.as_ref(), after, limit)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListVersionContentResponse {
+            next_page_token: next_token(&page, limit, |c| c.id.clone()),
+            contents: page.iter().map(content).collect(),
+        }))
+    }
+
+    async fn delete_repository_version(
+        &self,
+        request: Request<pb::DeleteRepositoryVersionRequest>,
+    ) -> Result<Response<()>, Status> {
+        let id = RepositoryVersionId::parse(&request.into_inner().id).map_err(ApiError::from)?;
+        let txn = begin_write(&self.db).await.map_err(ApiError::from)?;
+        let deleted = versions::delete(&txn, id).await.map_err(ApiError::from)?;
+        txn.commit().await.map_err(ApiError::from)?;
+        debug!(version_id = %id, number = deleted.number, "repository version deleted");
+        Ok(Response::new(()))
+    }
+
+    async fn modify(
+        &self,
+        request: Request<pb::ModifyRequest>,
+    ) -> Result<Response<tasking::Task>, Status> {
+        let engine = match self.cluster.route().await? {
+            Route::Local(engine) => engine,
+            Route::Remote(channel) => {
+                return RepositoriesClient::new(channel)
+                    .max_decoding_message_size(MODIFY_MESSAGE_LIMIT)
+                    .max_encoding_message_size(MODIFY_MESSAGE_LIMIT)
+                    .modify(forward(request))
+                    .await;
+            }
+        };
+        let task = self.modify_task(request.get_ref()).await?;
+        let record = engine.dispatch(task).await.map_err(ApiError::from)?;
+        debug!(task_id = %record.id, "add_and_remove dispatched");
+        Ok(Response::new(convert::task(&record)))
+    }
+}
+
+/// Largest Modify request or response a replica relays: above the
+/// 100,000-unit limit's roughly 4 MB.
+pub const MODIFY_MESSAGE_LIMIT: usize = 16 * 1024 * 1024;
