@@ -505,6 +505,12 @@ pub fn binary(name: &str) -> PathBuf {
                 "--bin",
                 "pulpctl",
             ])
+            // The binaries must come from the test's own profile directory.
+            .args(if cfg!(debug_assertions) {
+                &[][..]
+            } else {
+                &["--release"][..]
+            })
             .status()
             .expect("run cargo build");
         assert!(status.success(), "cargo build of the binaries failed");

@@ -4,8 +4,13 @@
 //! read from /proc. Run it with
 //!
 //! ```sh
-//! cargo test --release -p pulp-tests --test e2e content::bench -- --ignored --nocapture
+//! cargo build --release --bins &&
+//!   cargo test --release -p pulp-tests --test e2e content::bench -- --ignored --nocapture --test-threads=1
 //! ```
+//!
+//! (`pulp_tests::binary` builds the binaries without `--release` but runs
+//! them from the test's own profile directory, so build the release ones
+//! first.)
 //!
 //! The units are inserted straight into the database (creating them is
 //! not what is measured); everything else goes through the public API.
