@@ -177,6 +177,19 @@ impl ResourceClaims {
             .chain(self.shared.iter().map(|r| (r, false)))
     }
 
+    /// The exclusive resources as strings.
+    pub fn exclusive_names(&self) -> Vec<String> {
+        self.exclusive
+            .iter()
+            .map(|r| r.as_str().to_owned())
+            .collect()
+    }
+
+    /// The shared resources as strings.
+    pub fn shared_names(&self) -> Vec<String> {
+        self.shared.iter().map(|r| r.as_str().to_owned()).collect()
+    }
+
     /// How many resources are claimed.
     pub fn len(&self) -> usize {
         self.exclusive.len() + self.shared.len()

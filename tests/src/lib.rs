@@ -439,6 +439,63 @@ pub fn body_interval(task: &pb::Task) -> (i64, i64) {
     (start, end)
 }
 
+/// A `sleep` of `min_ms..=max_ms` milliseconds claiming a random mix of
+/// the resources `r0`..`r4`: each exclusive with probability 0.2, shared
+/// with 0.3, else not at all.
+pub fn random_sleep_request(
+    rng: &mut impl rand::Rng,
+    min_ms: u32,
+    max_ms: u32,
+) -> pb::DispatchRequest {
+    let mut exclusive = Vec::new();
+    let mut shared = Vec::new();
+    for r in 0..5 {
+        match rng.random_range(0..10) {
+            0..=1 => exclusive.push(format!("r{r}")),
+            2..=4 => shared.push(format!("r{r}")),
+            _ => {}
+        }
+    }
+    let seconds = f64::from(rng.random_range(min_ms..=max_ms)) / 1000.0;
+    let ex: Vec<&str> = exclusive.iter().map(String::as_str).collect();
+    let sh: Vec<&str> = shared.iter().map(String::as_str).collect();
+    dispatch_request("sleep", serde_json::json!({"seconds": seconds}), &ex, &sh)
+}
+
+/// True when two tasks claim a common resource, at least one exclusively.
+pub fn conflicts(a: &pb::Task, b: &pb::Task) -> bool {
+    a.exclusive_resources
+        .iter()
+        .any(|r| b.exclusive_resources.contains(r) || b.shared_resources.contains(r))
+        || a.shared_resources
+            .iter()
+            .any(|r| b.exclusive_resources.contains(r))
+}
+
+/// Asserts, from the times measured inside `sleep` bodies, that every two
+/// conflicting tasks of `tasks` (given in dispatch order) ran one after the
+/// other, in dispatch order; returns how many conflicting pairs it checked.
+pub fn assert_conflicts_serialized(tasks: &[pb::Task]) -> usize {
+    let intervals: Vec<(i64, i64)> = tasks.iter().map(body_interval).collect();
+    let mut checked = 0;
+    for i in 0..tasks.len() {
+        for j in i + 1..tasks.len() {
+            if conflicts(&tasks[i], &tasks[j]) {
+                checked += 1;
+                assert!(
+                    intervals[i].1 <= intervals[j].0,
+                    "conflicting tasks {} and {} overlapped or ran out of dispatch order: {:?} {:?}",
+                    tasks[i].id,
+                    tasks[j].id,
+                    intervals[i],
+                    intervals[j]
+                );
+            }
+        }
+    }
+    checked
+}
+
 /// Runs each named scenario `async fn name(backend: Backend)` on SQLite and
 /// on PostgreSQL, as `sqlite::name` and `postgres::name`.
 #[macro_export]

@@ -1102,18 +1102,8 @@ fn assignment_message(task: &LiveTask) -> pb::SchedulerMessage {
         kwargs: Some(json::json_to_struct(&kwargs)),
         timeout_seconds: task.timeout_ms.map_or(0.0, |ms| ms as f64 / 1000.0),
         task_group_id: task.group.clone().unwrap_or_default(),
-        exclusive_resources: task
-            .claims
-            .exclusive
-            .iter()
-            .map(|r| r.as_str().to_owned())
-            .collect(),
-        shared_resources: task
-            .claims
-            .shared
-            .iter()
-            .map(|r| r.as_str().to_owned())
-            .collect(),
+        exclusive_resources: task.claims.exclusive_names(),
+        shared_resources: task.claims.shared_names(),
     }))
 }
 
@@ -1130,18 +1120,8 @@ fn live_record(seq: i64, task: &LiveTask) -> TaskRecord {
         func: task.func.to_string(),
         args: task.args.to_string(),
         kwargs: task.kwargs.to_string(),
-        exclusive_resources: task
-            .claims
-            .exclusive
-            .iter()
-            .map(|r| r.as_str().to_owned())
-            .collect(),
-        shared_resources: task
-            .claims
-            .shared
-            .iter()
-            .map(|r| r.as_str().to_owned())
-            .collect(),
+        exclusive_resources: task.claims.exclusive_names(),
+        shared_resources: task.claims.shared_names(),
         state,
         task_group_id: task.group.clone(),
         parent_task_id: task.parent.clone(),

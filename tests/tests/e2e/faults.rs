@@ -25,7 +25,7 @@ use pulp_tests::{
     both_databases, connect_eventually, dispatch_request, free_port, is_final,
     start_worker_process_at, state, wait_for_health,
 };
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -309,23 +309,6 @@ struct ClientReport {
     messages: BTreeMap<String, String>,
 }
 
-/// A `sleep` of 10-100 ms claiming a random mix of five resources.
-fn random_request(rng: &mut impl Rng) -> pb::DispatchRequest {
-    let mut exclusive = Vec::new();
-    let mut shared = Vec::new();
-    for r in 0..5 {
-        match rng.random_range(0..10) {
-            0..=1 => exclusive.push(format!("r{r}")),
-            2..=4 => shared.push(format!("r{r}")),
-            _ => {}
-        }
-    }
-    let seconds = rng.random_range(10..=100) as f64 / 1000.0;
-    let ex: Vec<&str> = exclusive.iter().map(String::as_str).collect();
-    let sh: Vec<&str> = shared.iter().map(String::as_str).collect();
-    dispatch_request("sleep", json!({"seconds": seconds}), &ex, &sh)
-}
-
 /// Dispatches until `stop`, about one call per `pace`, recording the id of
 /// every acknowledged dispatch; a failed call is counted, not recorded, and
 /// retried after a short pause (UNAVAILABLE means "retry").
@@ -344,7 +327,7 @@ async fn dispatch_loop(
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut report = ClientReport::default();
     while !stop.is_cancelled() {
-        let call = tasks.dispatch(random_request(&mut rng));
+        let call = tasks.dispatch(pulp_tests::random_sleep_request(&mut rng, 10, 100));
         let pause = match tokio::time::timeout(Duration::from_secs(20), call).await {
             Ok(Ok(task)) => {
                 report.acked.push(task.into_inner().id);

@@ -5,11 +5,9 @@
 use pulp_common::proto::tasking::v1 as pb;
 use pulp_common::proto::tasking::v1::tasks_client::TasksClient;
 use pulp_tests::{
-    Backend, Process, TestDb, WAIT, body_interval, connect_eventually, free_port, state,
-    wait_for_health,
+    Backend, Process, TestDb, WAIT, connect_eventually, free_port, state, wait_for_health,
 };
-use rand::{Rng, SeedableRng};
-use serde_json::json;
+use rand::SeedableRng;
 use std::collections::HashSet;
 use std::time::Duration;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -72,19 +70,7 @@ async fn client(
         clients.push(TasksClient::new(connect_eventually(url).await));
     }
     for _ in 0..count {
-        let mut exclusive = Vec::new();
-        let mut shared = Vec::new();
-        for r in 0..5 {
-            match rng.random_range(0..10) {
-                0..=1 => exclusive.push(format!("r{r}")),
-                2..=4 => shared.push(format!("r{r}")),
-                _ => {}
-            }
-        }
-        let seconds = rng.random_range(5..=40) as f64 / 1000.0;
-        let ex: Vec<&str> = exclusive.iter().map(String::as_str).collect();
-        let sh: Vec<&str> = shared.iter().map(String::as_str).collect();
-        let request = pulp_tests::dispatch_request("sleep", json!({"seconds": seconds}), &ex, &sh);
+        let request = pulp_tests::random_sleep_request(&mut rng, 5, 40);
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             match clients[current].dispatch(request.clone()).await {
@@ -271,29 +257,7 @@ async fn two_replicas(kill_leader: bool) {
     for t in &all {
         assert_eq!(state(t), pb::TaskState::Completed, "{t:?}");
     }
-    let intervals: Vec<(i64, i64)> = all.iter().map(body_interval).collect();
-    let conflicts = |x: &pb::Task, y: &pb::Task| {
-        x.exclusive_resources
-            .iter()
-            .any(|r| y.exclusive_resources.contains(r) || y.shared_resources.contains(r))
-            || x.shared_resources
-                .iter()
-                .any(|r| y.exclusive_resources.contains(r))
-    };
-    for i in 0..all.len() {
-        for j in i + 1..all.len() {
-            if conflicts(&all[i], &all[j]) {
-                assert!(
-                    intervals[i].1 <= intervals[j].0,
-                    "conflicting tasks {} and {} overlapped or ran out of order: {:?} {:?}",
-                    all[i].id,
-                    all[j].id,
-                    intervals[i],
-                    intervals[j]
-                );
-            }
-        }
-    }
+    pulp_tests::assert_conflicts_serialized(&all);
     // No double assignment: every task body started exactly once across all
     // worker processes.
     let logs: String = workers.iter().map(Process::log_text).collect();

@@ -4,7 +4,7 @@
 
 use pulp_common::proto::tasking::v1 as pb;
 use pulp_tests::{Backend, TestApp, body_interval, both_databases, state};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde_json::json;
 
 both_databases!(ordering_scenario, randomized_reservations_hold);
@@ -73,20 +73,7 @@ async fn randomized_reservations_hold(backend: Backend) {
             let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed + c);
             let mut ids = Vec::new();
             for _ in 0..per_client {
-                let mut exclusive = Vec::new();
-                let mut shared = Vec::new();
-                for r in 0..5 {
-                    match rng.random_range(0..10) {
-                        0..=1 => exclusive.push(format!("r{r}")),
-                        2..=4 => shared.push(format!("r{r}")),
-                        _ => {}
-                    }
-                }
-                let seconds = rng.random_range(1..=20) as f64 / 1000.0;
-                let ex: Vec<&str> = exclusive.iter().map(String::as_str).collect();
-                let sh: Vec<&str> = shared.iter().map(String::as_str).collect();
-                let request =
-                    pulp_tests::dispatch_request("sleep", json!({"seconds": seconds}), &ex, &sh);
+                let request = pulp_tests::random_sleep_request(&mut rng, 1, 20);
                 ids.push(
                     tasks
                         .dispatch(request)
@@ -134,30 +121,7 @@ async fn randomized_reservations_hold(backend: Backend) {
             body_interval(t)
         })
         .collect();
-    let conflicts = |a: &pb::Task, b: &pb::Task| {
-        a.exclusive_resources
-            .iter()
-            .any(|r| b.exclusive_resources.contains(r) || b.shared_resources.contains(r))
-            || a.shared_resources
-                .iter()
-                .any(|r| b.exclusive_resources.contains(r))
-    };
-    let mut checked = 0;
-    for i in 0..all.len() {
-        for j in i + 1..all.len() {
-            if conflicts(&all[i], &all[j]) {
-                checked += 1;
-                assert!(
-                    intervals[i].1 <= intervals[j].0,
-                    "conflicting tasks {} and {} overlapped or ran out of dispatch order: {:?} {:?}",
-                    all[i].id,
-                    all[j].id,
-                    intervals[i],
-                    intervals[j]
-                );
-            }
-        }
-    }
+    let checked = pulp_tests::assert_conflicts_serialized(&all);
     assert!(
         checked > 1000,
         "too few conflicting pairs ({checked}) to prove anything"
@@ -165,7 +129,9 @@ async fn randomized_reservations_hold(backend: Backend) {
     // Tasks on the same resource did share it (readers together) at least once.
     let shared_overlaps = (0..all.len())
         .flat_map(|i| (i + 1..all.len()).map(move |j| (i, j)))
-        .filter(|&(i, j)| !conflicts(&all[i], &all[j]) && overlap(intervals[i], intervals[j]))
+        .filter(|&(i, j)| {
+            !pulp_tests::conflicts(&all[i], &all[j]) && overlap(intervals[i], intervals[j])
+        })
         .count();
     assert!(
         shared_overlaps > 0,
