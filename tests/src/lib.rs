@@ -439,6 +439,28 @@ pub fn body_interval(task: &pb::Task) -> (i64, i64) {
     (start, end)
 }
 
+/// Every task, in dispatch order.
+pub async fn all_tasks(tasks: &mut TasksClient<Channel>) -> Vec<pb::Task> {
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = tasks
+            .list_tasks(pb::ListTasksRequest {
+                page_size: 1000,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .expect("list tasks")
+            .into_inner();
+        all.extend(page.tasks);
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
 /// A `sleep` of `min_ms..=max_ms` milliseconds claiming a random mix of
 /// the resources `r0`..`r4`: each exclusive with probability 0.2, shared
 /// with 0.3, else not at all.

@@ -431,28 +431,6 @@ async fn wait_final_at(tasks: &mut TasksClient<Channel>, id: &str) -> pb::Task {
     .unwrap_or_else(|_| panic!("task {id} never reached a final state"))
 }
 
-/// Every task, in dispatch order.
-async fn all_tasks(tasks: &mut TasksClient<Channel>) -> Vec<pb::Task> {
-    let mut all = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = tasks
-            .list_tasks(pb::ListTasksRequest {
-                page_size: 1000,
-                page_token,
-                ..Default::default()
-            })
-            .await
-            .expect("list tasks")
-            .into_inner();
-        all.extend(page.tasks);
-        if page.next_page_token.is_empty() {
-            return all;
-        }
-        page_token = page.next_page_token;
-    }
-}
-
 /// True when the two tasks may not run at once.
 fn conflict(a: &pb::Task, b: &pb::Task) -> bool {
     let holds = |t: &pb::Task, r: &String| {
@@ -567,7 +545,7 @@ async fn scheduler_killed_under_load_loses_nothing(backend: Backend) {
 
     let channel = connect_eventually(&url).await;
     let mut tasks = TasksClient::new(channel.clone());
-    let listed = all_tasks(&mut tasks).await;
+    let listed = pulp_tests::all_tasks(&mut tasks).await;
     let known: HashMap<&str, &pb::Task> = listed.iter().map(|t| (t.id.as_str(), t)).collect();
     let lost: Vec<&String> = report
         .acked

@@ -236,24 +236,7 @@ async fn two_replicas(kill_leader: bool) {
         assert!(pulp_tests::is_final(&last), "{last:?}");
     }
     // All tasks, in dispatch order.
-    let mut all = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = tasks
-            .list_tasks(pb::ListTasksRequest {
-                page_size: 1000,
-                page_token: token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        all.extend(page.tasks);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
+    let all = pulp_tests::all_tasks(&mut tasks).await;
     for t in &all {
         assert_eq!(state(t), pb::TaskState::Completed, "{t:?}");
     }

@@ -94,25 +94,7 @@ async fn randomized_reservations_hold(backend: Backend) {
         app.wait_final(id).await;
     }
     // Every task, in dispatch order.
-    let mut all = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = app
-            .tasks()
-            .list_tasks(pb::ListTasksRequest {
-                page_size: 1000,
-                page_token: token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        all.extend(page.tasks);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
+    let all = pulp_tests::all_tasks(&mut app.tasks()).await;
     assert_eq!(all.len(), ids.len());
     let intervals: Vec<(i64, i64)> = all
         .iter()
