@@ -341,6 +341,16 @@ impl TestApp {
         result.unwrap_or_else(|_| panic!("timed out waiting for task {id}"))
     }
 
+    /// Waits until the worker runs the task's body: RUNNING with a first
+    /// progress report (the scheduler marks a task RUNNING when it sends the
+    /// assignment, before the worker has made its working directory).
+    pub async fn wait_body_started(&self, id: &str) -> pb::Task {
+        self.wait_for(id, |t| {
+            state(t) == pb::TaskState::Running && !t.progress_reports.is_empty()
+        })
+        .await
+    }
+
     /// Waits until the task reaches a final state.
     pub async fn wait_final(&self, id: &str) -> pb::Task {
         self.wait_for(id, is_final).await

@@ -19,9 +19,7 @@ async fn cancel_waiting_running_finished_and_unknown(backend: Backend) {
     let next = app
         .dispatch("sleep", json!({"seconds": 0.01}), &["R"], &[])
         .await;
-    let running_now = app
-        .wait_for(&running.id, |t| state(t) == pb::TaskState::Running)
-        .await;
+    let running_now = app.wait_body_started(&running.id).await;
     assert_eq!(running_now.worker, "w");
     let task_dir = app.work_dir("w").join(&running.id);
     assert!(

@@ -72,13 +72,6 @@ fn now_micros() -> i64 {
 
 /// Waits until the task runs and its body reported progress: the body (and
 /// so its working directory) exists. `sleep` reports progress first thing.
-async fn wait_body_started(app: &TestApp, id: &str) -> pb::Task {
-    app.wait_for(id, |t| {
-        state(t) == pb::TaskState::Running && !t.progress_reports.is_empty()
-    })
-    .await
-}
-
 async fn get_task(tasks: &mut TasksClient<Channel>, id: &str) -> pb::Task {
     tasks
         .get_task(pb::GetTaskRequest { id: id.to_owned() })
@@ -119,7 +112,7 @@ async fn killed_worker_fails_its_task_and_frees_the_resource(backend: Backend) {
     let first = app
         .dispatch("sleep", json!({"seconds": 60}), &["R"], &[])
         .await;
-    let running = wait_body_started(&app, &first.id).await;
+    let running = app.wait_body_started(&first.id).await;
     assert_eq!(running.worker, "victim");
     let second = app
         .dispatch("sleep", json!({"seconds": 0.2}), &["R"], &[])
@@ -173,7 +166,7 @@ async fn stopped_worker_is_fenced_after_its_lease_lapses(backend: Backend) {
     let first = app
         .dispatch("sleep", json!({"seconds": 4}), &["R"], &[])
         .await;
-    let running = wait_body_started(&app, &first.id).await;
+    let running = app.wait_body_started(&first.id).await;
     assert_eq!(running.worker, "frozen");
     let health_url = frozen.health_url.clone().expect("health URL");
     let mut health = HealthWatch::open(connect_eventually(&health_url).await).await;
@@ -743,7 +736,7 @@ async fn hard_cancel_aborts_a_task_that_ignores_cancellation(backend: Backend) {
             &[],
         )
         .await;
-    wait_body_started(&app, &task.id).await;
+    app.wait_body_started(&task.id).await;
     let task_dir = app.work_dir("w").join(&task.id);
     assert!(
         task_dir.is_dir(),
@@ -794,7 +787,7 @@ async fn drain(
     let running = app
         .dispatch("sleep", json!({"seconds": seconds}), &["R"], &[])
         .await;
-    wait_body_started(&app, &running.id).await;
+    app.wait_body_started(&running.id).await;
     let health_url = worker.health_url.clone().expect("health URL");
     let mut health = HealthWatch::open(connect_eventually(&health_url).await).await;
     health.wait_for(ServingStatus::Serving).await;
