@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "pulp/content/v1/artifacts.proto",
         "pulp/content/v1/contents.proto",
         "pulp/content/v1/repositories.proto",
+        "pulp/content/v1/publications.proto",
+        "pulp/content/v1/exporters.proto",
     ];
     println!("cargo:rerun-if-changed=../proto");
     let fds = protox::compile(files, ["../proto"])?;

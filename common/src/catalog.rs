@@ -26,5 +26,24 @@ pub const BUILTIN_TASKS: &[&str] = &[NOOP, SLEEP, FAIL, PANIC];
 /// next version. Dispatched by `pulp.content.v1.Repositories.Modify`.
 pub const ADD_AND_REMOVE: &str = "add_and_remove";
 
+/// `publish(repository_version_pk, pass_through=False)`: creates a
+/// publication of a complete version. Dispatched by
+/// `pulp.content.v1.Publications.CreatePublication`.
+pub const PUBLISH: &str = "publish";
+
+/// The seed's `fs_publication_export(exporter_pk, publication_pk)`: lays a
+/// publication's files out under a file-system exporter's path.
+pub const FS_PUBLICATION_EXPORT: &str = "fs_publication_export";
+
+/// The seed's `fs_repo_version_export(exporter_pk, repo_version_pk,
+/// start_repository_version_pk=None)`: lays a version's files (or those
+/// added since the start version) out under a file-system exporter's path.
+pub const FS_REPO_VERSION_EXPORT: &str = "fs_repo_version_export";
+
 /// Every content task the shipped worker registers when it has a database.
-pub const CONTENT_TASKS: &[&str] = &[ADD_AND_REMOVE];
+pub const CONTENT_TASKS: &[&str] = &[
+    ADD_AND_REMOVE,
+    PUBLISH,
+    FS_PUBLICATION_EXPORT,
+    FS_REPO_VERSION_EXPORT,
+];

@@ -247,6 +247,9 @@ uuid_id!(ArtifactId, "artifact");
 uuid_id!(ContentId, "content unit");
 uuid_id!(RepositoryId, "repository");
 uuid_id!(RepositoryVersionId, "repository version");
+uuid_id!(PublicationId, "publication");
+uuid_id!(ExporterId, "exporter");
+uuid_id!(ExportId, "export");
 
 /// A worker's name, unique among live workers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

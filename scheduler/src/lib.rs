@@ -46,6 +46,8 @@ use anyhow::Context;
 use api::content::{
     artifacts::ArtifactsService,
     contents::ContentsService,
+    exporters::ExportersService,
+    publications::PublicationsService,
     repositories::{MODIFY_MESSAGE_LIMIT, RepositoriesService},
 };
 use api::{task_groups::TaskGroupsService, tasks::TasksService, workers::WorkersService};
@@ -54,6 +56,7 @@ use engine::{Engine, EngineSettings};
 use pulp_common::content::storage::Storage;
 use pulp_common::proto::content::v1::{
     artifacts_server::ArtifactsServer, contents_server::ContentsServer,
+    exporters_server::ExportersServer, publications_server::PublicationsServer,
     repositories_server::RepositoriesServer,
 };
 use pulp_common::proto::tasking::v1::{
@@ -169,6 +172,10 @@ pub async fn run(
             RepositoriesServer::new(RepositoriesService::new(cluster.clone()))
                 .max_decoding_message_size(MODIFY_MESSAGE_LIMIT),
         )
+        .add_service(PublicationsServer::new(PublicationsService::new(
+            cluster.clone(),
+        )))
+        .add_service(ExportersServer::new(ExportersService::new(cluster.clone())))
         .add_service(TasksServer::new(TasksService::new(cluster.clone())))
         .add_service(TaskGroupsServer::new(TaskGroupsService::new(
             cluster.clone(),

@@ -127,6 +127,18 @@ pub struct Config {
     )]
     pub storage_dir: PathBuf,
 
+    /// A directory under which file-system exports may write (after
+    /// resolving symbolic links and `..`). Repeat the flag for several; in
+    /// the environment separate them with commas. Default: none, so every
+    /// export is refused until an operator allows a place.
+    #[arg(
+        long = "allowed-export-path",
+        env = "PULP_ALLOWED_EXPORT_PATHS",
+        value_name = "DIR",
+        value_delimiter = ','
+    )]
+    pub allowed_export_paths: Vec<PathBuf>,
+
     /// Log line format: `pretty` or `json`.
     #[arg(
         long,
@@ -141,7 +153,7 @@ impl Config {
     /// A configuration for in-process tests: the given scheduler and working
     /// directory, a unique name, 4 slots, no health server, a 2 s cancel
     /// grace, a 10 s shutdown grace, no default timeout and no database
-    /// (so no content tasks). Adjust the public fields as needed.
+    /// (so no content tasks) and no allowed export path. Adjust the public fields as needed.
     pub fn for_tests(scheduler_url: impl Into<String>, working_dir: impl Into<PathBuf>) -> Config {
         Config {
             scheduler: scheduler_url.into(),
@@ -154,6 +166,7 @@ impl Config {
             default_timeout: None,
             database_url: None,
             storage_dir: PathBuf::from(".pulp/storage"),
+            allowed_export_paths: Vec::new(),
             log_format: LogFormat::Pretty,
         }
     }
@@ -269,8 +282,16 @@ mod tests {
             "60",
             "--log-format",
             "json",
+            "--allowed-export-path",
+            "/srv/a",
+            "--allowed-export-path",
+            "/srv/b",
         ])
         .unwrap();
+        assert_eq!(
+            config.allowed_export_paths,
+            [PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]
+        );
         assert_eq!(config.scheduler, "http://sched:1");
         assert_eq!(config.name, "w1");
         assert_eq!(config.slots, 3);

@@ -44,6 +44,7 @@ pub struct TaskContext {
     worker: Arc<str>,
     database: Option<DatabaseConnection>,
     storage: Storage,
+    allowed_export_paths: Arc<[PathBuf]>,
 }
 
 impl std::fmt::Debug for TaskContext {
@@ -73,6 +74,7 @@ pub(crate) struct ContextParts {
     pub worker: Arc<str>,
     pub database: Option<DatabaseConnection>,
     pub storage: Storage,
+    pub allowed_export_paths: Arc<[PathBuf]>,
 }
 
 impl TaskContext {
@@ -91,6 +93,7 @@ impl TaskContext {
             worker: parts.worker,
             database: parts.database,
             storage: parts.storage,
+            allowed_export_paths: parts.allowed_export_paths,
         }
     }
 
@@ -113,6 +116,12 @@ impl TaskContext {
     /// The artifact storage directory.
     pub fn storage(&self) -> &Storage {
         &self.storage
+    }
+
+    /// The directories exports may write under (`--allowed-export-path`),
+    /// as configured (not yet resolved); empty when exports are refused.
+    pub fn allowed_export_paths(&self) -> &[PathBuf] {
+        &self.allowed_export_paths
     }
 
     /// What fences this run's domain writes: commit them with
@@ -225,6 +234,7 @@ pub(crate) mod tests {
             worker: Arc::from("test-worker"),
             database: None,
             storage: Storage::new(std::env::temp_dir()),
+            allowed_export_paths: Arc::from(Vec::new()),
         })
     }
 

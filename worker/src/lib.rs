@@ -7,7 +7,10 @@
 //! - [`registry`]: task name -> implementation ([`TaskRegistry`]); its names
 //!   go into `Hello.funcs`.
 //! - [`tasks`]: the implementations that ship (`noop`, `sleep`, `fail`,
-//!   `panic`, and with `--database-url` the content task `add_and_remove`).
+//!   `panic`, and with `--database-url` the content tasks `add_and_remove`,
+//!   `publish`, `fs_publication_export` and `fs_repo_version_export`).
+//! - [`layout`]: the safety checks and file placement of exports (allowed
+//!   export paths, empty target, relative paths, write/hardlink/symlink).
 //! - [`context`]: what a running task gets ([`TaskContext`]).
 //! - [`outcome`]: a task's error type ([`TaskError`]) and how a run ended.
 //! - [`progress`]: progress reports from tasks, coalesced per code.
@@ -38,6 +41,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod health;
+pub mod layout;
 pub mod outcome;
 pub mod progress;
 pub mod registry;
@@ -174,6 +178,16 @@ fn validate(config: &Config, registry: &TaskRegistry) -> Result<Setup, WorkerErr
             "task {func:?} needs the database: give --database-url"
         )));
     }
+    if let Some(relative) = config
+        .allowed_export_paths
+        .iter()
+        .find(|p| !p.is_absolute())
+    {
+        return Err(WorkerError::Config(format!(
+            "--allowed-export-path {} is not absolute",
+            relative.display()
+        )));
+    }
     for func in registry.names() {
         TaskName::parse(func)
             .map_err(|e| WorkerError::Config(format!("registered task {func:?}: {e}")))?;
@@ -208,6 +222,7 @@ fn validate(config: &Config, registry: &TaskRegistry) -> Result<Setup, WorkerErr
             worker: Arc::from(name.as_str()),
             database: None,
             storage: pulp_common::content::storage::Storage::new(&config.storage_dir),
+            allowed_export_paths: Arc::from(config.allowed_export_paths.clone()),
         }),
     })
 }

@@ -45,6 +45,8 @@ pub(crate) struct RunnerSettings {
     pub database: Option<DatabaseConnection>,
     /// The artifact storage directory.
     pub storage: Storage,
+    /// Where exports may write (`--allowed-export-path`).
+    pub allowed_export_paths: Arc<[PathBuf]>,
 }
 
 /// One assignment, validated.
@@ -139,6 +141,7 @@ pub(crate) async fn run(
                 worker: settings.worker.clone(),
                 database: settings.database.clone(),
                 storage: settings.storage.clone(),
+                allowed_export_paths: settings.allowed_export_paths.clone(),
             });
             let outcome = supervise(job.task, ctx, timeout, settings.cancel_grace, &stop).await;
             if let Err(err) = dir.remove().await {
@@ -318,6 +321,7 @@ mod tests {
                 worker: Arc::from("test-worker"),
                 database: None,
                 storage: Storage::new(root.path().join("storage")),
+                allowed_export_paths: Arc::from(Vec::new()),
             });
             Fixture {
                 root,

@@ -14,6 +14,10 @@
 //! - [`versions`]: versions, membership (`repository_content`), content
 //!   summaries, the set-based SQL of `add_and_remove`, and the squash on
 //!   delete.
+//! - [`publications`]: publications of complete versions (snapshots of
+//!   their files, or pass-through), made by the `publish` task.
+//! - [`exporters`]: file-system exporters, their export records, and the
+//!   file lists (`version_files`, `publication_files`) exports lay out.
 //! - [`fence`]: the check that makes a task's domain writes commit only
 //!   while its task row still says it runs on this worker and attempt.
 //! - [`error`]: [`ContentError`], mapped to gRPC statuses by the scheduler
@@ -32,7 +36,9 @@
 pub mod artifacts;
 pub mod contents;
 pub mod error;
+pub mod exporters;
 pub mod fence;
+pub mod publications;
 pub mod repositories;
 pub mod storage;
 pub mod versions;

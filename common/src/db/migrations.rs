@@ -38,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0001Tasking),
             Box::new(M0002Content),
             Box::new(M0003SchedulerLeader),
+            Box::new(M0004Exports),
         ]
     }
 }
@@ -257,6 +258,67 @@ impl MigrationTrait for M0002Content {
             )",
             "CREATE INDEX repository_content_added ON repository_content (repository_id, version_added)",
             "CREATE INDEX repository_content_removed ON repository_content (repository_id, version_removed)",
+        ];
+        for sql in statements {
+            conn.execute_unprepared(sql).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Publications (with their published files), file-system exporters and
+/// the exports they made.
+///
+/// A pass-through publication has no `published_artifacts` rows: it
+/// publishes every file of its version at the content's relative path.
+/// `published_artifacts` names a content unit's file by
+/// `(content_id, content_relative_path)`, so the artifact behind it is read
+/// at export time (a unit downloaded after publishing exports fine).
+struct M0004Exports;
+
+impl MigrationName for M0004Exports {
+    fn name(&self) -> &str {
+        "m0004_exports"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004Exports {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let conn = manager.get_connection();
+        let statements = [
+            "CREATE TABLE publications (
+                id VARCHAR(36) PRIMARY KEY,
+                repository_id VARCHAR(36) NOT NULL,
+                repository_version_id VARCHAR(36) NOT NULL REFERENCES repository_versions(id) ON DELETE CASCADE,
+                pass_through BOOLEAN NOT NULL,
+                complete BOOLEAN NOT NULL,
+                created_by_task VARCHAR(36),
+                created_at BIGINT NOT NULL
+            )",
+            "CREATE INDEX publications_version ON publications (repository_version_id)",
+            "CREATE TABLE published_artifacts (
+                publication_id VARCHAR(36) NOT NULL REFERENCES publications(id) ON DELETE CASCADE,
+                relative_path TEXT NOT NULL,
+                content_id VARCHAR(36) NOT NULL,
+                content_relative_path TEXT NOT NULL,
+                PRIMARY KEY (publication_id, relative_path)
+            )",
+            "CREATE TABLE exporters (
+                id VARCHAR(36) PRIMARY KEY,
+                name VARCHAR(255) NOT NULL UNIQUE,
+                path TEXT NOT NULL,
+                method VARCHAR(16) NOT NULL,
+                created_at BIGINT NOT NULL
+            )",
+            "CREATE TABLE exports (
+                id VARCHAR(36) PRIMARY KEY,
+                exporter_id VARCHAR(36) NOT NULL REFERENCES exporters(id) ON DELETE CASCADE,
+                task_id VARCHAR(36) NOT NULL,
+                params TEXT NOT NULL,
+                created_at BIGINT NOT NULL
+            )",
+            "CREATE INDEX exports_exporter ON exports (exporter_id, id)",
         ];
         for sql in statements {
             conn.execute_unprepared(sql).await?;

@@ -7,6 +7,10 @@
 //! - [`repositories`] serves `Repositories`; its `Modify` validates and
 //!   dispatches the task `add_and_remove` through the engine (or the
 //!   leader's, see [`crate::cluster`]), which a worker then runs.
+//! - [`publications`] serves `Publications`; `CreatePublication` dispatches
+//!   `publish` the same way.
+//! - [`exporters`] serves `Exporters`; `Export` dispatches
+//!   `fs_publication_export` or `fs_repo_version_export`.
 //!
 //! Every replica serves reads and the synchronous writes (creations,
 //! uploads, deletions) from the shared database itself; each write runs in
@@ -14,6 +18,8 @@
 
 pub mod artifacts;
 pub mod contents;
+pub mod exporters;
+pub mod publications;
 pub mod repositories;
 
 use super::ApiError;
