@@ -451,7 +451,11 @@ mod tests {
         );
         let allowed = [root.join("allowed")];
         assert!(check_allowed(root.join("allowed/a/b").to_str().unwrap(), &allowed).is_ok());
-        for bad in ["allowed/link/x", "allowed/../outside", "allowed/missing/../../outside"] {
+        for bad in [
+            "allowed/link/x",
+            "allowed/../outside",
+            "allowed/missing/../../outside",
+        ] {
             let err = check_allowed(root.join(bad).to_str().unwrap(), &allowed).unwrap_err();
             assert!(
                 err.to_string().contains("not under an allowed export path"),
@@ -465,7 +469,16 @@ mod tests {
     #[test]
     fn relative_paths_must_stay_below() {
         assert_eq!(safe_relative("a/b.txt").unwrap(), PathBuf::from("a/b.txt"));
-        for bad in ["../x", "a/../../x", "/etc/passwd", "a//b", "", "./a", "a/./b", "a/"] {
+        for bad in [
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "a//b",
+            "",
+            "./a",
+            "a/./b",
+            "a/",
+        ] {
             let err = safe_relative(bad).unwrap_err();
             assert!(err.to_string().contains("would escape"), "{bad}: {err}");
         }
@@ -501,6 +514,9 @@ mod tests {
         assert_eq!(writer.copied_instead_of_linked, 1);
         assert_eq!(fs::read(disk.path().join("t/f")).unwrap(), b"hello");
         writer.roll_back();
-        assert!(!disk.path().join("t").exists(), "roll back removes what it made");
+        assert!(
+            !disk.path().join("t").exists(),
+            "roll back removes what it made"
+        );
     }
 }

@@ -98,8 +98,7 @@ pub fn parse_path(s: &str) -> Result<String, InvalidName> {
             s.chars().take(80).collect::<String>()
         )));
     }
-    if !Path::new(s).is_absolute() || Path::new(s).components().next() != Some(Component::RootDir)
-    {
+    if !Path::new(s).is_absolute() || Path::new(s).components().next() != Some(Component::RootDir) {
         return Err(InvalidName(format!(
             "exporter path {s:?} is not absolute: give a path starting with '/'"
         )));
@@ -115,8 +114,11 @@ pub fn resource(id: ExporterId) -> ResourceName {
 /// The created resource of an export:
 /// `/pulp/api/v3/exporters/<exporter-id>/exports/<export-id>/`.
 pub fn export_resource(exporter: ExporterId, export: ExportId) -> ResourceName {
-    ResourceName::from_ref(&format!("exporters/{exporter}/exports"), &export.to_string())
-        .expect("UUIDs are valid resource parts")
+    ResourceName::from_ref(
+        &format!("exporters/{exporter}/exports"),
+        &export.to_string(),
+    )
+    .expect("UUIDs are valid resource parts")
 }
 
 /// An exporter as stored.
@@ -353,8 +355,7 @@ pub async fn list_exports(
     .map(|row| {
         Ok(Export {
             id: ExportId::parse(&get::<String>(row, "id")?).map_err(corrupt)?,
-            exporter_id: ExporterId::parse(&get::<String>(row, "exporter_id")?)
-                .map_err(corrupt)?,
+            exporter_id: ExporterId::parse(&get::<String>(row, "exporter_id")?).map_err(corrupt)?,
             task_id: get(row, "task_id")?,
             params: get(row, "params")?,
             created_at: get(row, "created_at")?,

@@ -79,7 +79,10 @@ async fn select(
     let rows = conn
         .query_all_raw(stmt(backend, &format!("{SELECT} {where_sql}"), values))
         .await?;
-    let mut out = rows.iter().map(publication).collect::<Result<Vec<_>, _>>()?;
+    let mut out = rows
+        .iter()
+        .map(publication)
+        .collect::<Result<Vec<_>, _>>()?;
     for p in &mut out {
         p.files = count_files(conn, p).await?;
     }
@@ -109,7 +112,9 @@ async fn count_files(conn: &impl ConnectionTrait, p: &Publication) -> Result<i64
         ))
         .await?
     };
-    row.map(|r| get::<i64>(&r, "n")).transpose().map(Option::unwrap_or_default)
+    row.map(|r| get::<i64>(&r, "n"))
+        .transpose()
+        .map(Option::unwrap_or_default)
 }
 
 /// Publishes a complete `version`: a new publication, complete when the

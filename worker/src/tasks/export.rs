@@ -239,12 +239,13 @@ pub async fn run(ctx: TaskContext, source: Source, hook: Hook) -> TaskResult {
     let storage = ctx.storage().clone();
     let path = exporter.path.clone();
     let plan: Plan = tokio::task::spawn_blocking(move || {
-        let storage_root = layout::resolve(&std::path::absolute(storage.root()).map_err(
-            |source| LayoutError::Io {
-                context: format!("resolve the storage directory {}", storage.root().display()),
-                source,
-            },
-        )?)?;
+        let storage_root =
+            layout::resolve(&std::path::absolute(storage.root()).map_err(|source| {
+                LayoutError::Io {
+                    context: format!("resolve the storage directory {}", storage.root().display()),
+                    source,
+                }
+            })?)?;
         let resolved = pulp_common::content::storage::Storage::new(storage_root);
         layout::plan(&path, &allowed, &files, |sha| {
             let digest = Sha256Digest::parse(sha).map_err(|e| LayoutError::Refused(e.0))?;
@@ -256,12 +257,8 @@ pub async fn run(ctx: TaskContext, source: Source, hook: Hook) -> TaskResult {
     .map_err(layout_error)?;
     let total = plan.files.len() as u64;
     let report = |done: u64| {
-        let mut r = ProgressReport::new(
-            "Exporting files",
-            PROGRESS_CODE,
-            done as i64,
-            total as i64,
-        );
+        let mut r =
+            ProgressReport::new("Exporting files", PROGRESS_CODE, done as i64, total as i64);
         r.suffix = "files".into();
         ctx.report_progress(r);
     };
@@ -336,7 +333,6 @@ pub async fn run(ctx: TaskContext, source: Source, hook: Hook) -> TaskResult {
         "copied_instead_of_linked": writer.copied_instead_of_linked,
     }))
 }
-
 
 /// Removes what `writer` created and returns `err`.
 async fn abandon(mut writer: Writer, err: TaskError) -> TaskError {

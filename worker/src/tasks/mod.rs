@@ -28,8 +28,14 @@ pub fn register_content(registry: &mut TaskRegistry) {
     registry
         .register(catalog::ADD_AND_REMOVE, add_and_remove::add_and_remove)
         .register(catalog::PUBLISH, publish::publish)
-        .register(catalog::FS_PUBLICATION_EXPORT, export::fs_publication_export)
-        .register(catalog::FS_REPO_VERSION_EXPORT, export::fs_repo_version_export);
+        .register(
+            catalog::FS_PUBLICATION_EXPORT,
+            export::fs_publication_export,
+        )
+        .register(
+            catalog::FS_REPO_VERSION_EXPORT,
+            export::fs_repo_version_export,
+        );
 }
 
 /// Refuses positional arguments and kwargs not in `known`.

@@ -102,68 +102,67 @@ impl ExportersService {
     async fn export_task(&self, r: &pb::ExportRequest) -> Result<NewTask, ApiError> {
         let exporter_id = ExporterId::parse(&r.exporter_id)
             .map_err(|e| ApiError::InvalidArgument(format!("exporter_id: {}", e.0)))?;
-        let (func, kwargs, repository) =
-            match (r.publication_id.is_empty(), r.repository_version_id.is_empty()) {
-                (false, true) => {
-                    if !r.start_repository_version_id.is_empty() {
-                        return Err(ApiError::InvalidArgument(
+        let (func, kwargs, repository) = match (
+            r.publication_id.is_empty(),
+            r.repository_version_id.is_empty(),
+        ) {
+            (false, true) => {
+                if !r.start_repository_version_id.is_empty() {
+                    return Err(ApiError::InvalidArgument(
                             "start_repository_version_id goes with repository_version_id, not with a publication".into(),
                         ));
-                    }
-                    let id = PublicationId::parse(&r.publication_id).map_err(|e| {
-                        ApiError::InvalidArgument(format!("publication_id: {}", e.0))
+                }
+                let id = PublicationId::parse(&r.publication_id)
+                    .map_err(|e| ApiError::InvalidArgument(format!("publication_id: {}", e.0)))?;
+                self.exporter(exporter_id).await?;
+                let publication = publications::get_publication(&self.db, id)
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound(format!("publication {id} not found")))?;
+                if !publication.complete {
+                    return Err(ApiError::InvalidArgument(format!(
+                        "publication {id} is not complete"
+                    )));
+                }
+                (
+                    FS_PUBLICATION_EXPORT,
+                    json!({"exporter_pk": exporter_id.to_string(), "publication_pk": id.to_string()}),
+                    publication.repository_id,
+                )
+            }
+            (true, false) => {
+                let id = RepositoryVersionId::parse(&r.repository_version_id).map_err(|e| {
+                    ApiError::InvalidArgument(format!("repository_version_id: {}", e.0))
+                })?;
+                let start = (!r.start_repository_version_id.is_empty())
+                    .then(|| RepositoryVersionId::parse(&r.start_repository_version_id))
+                    .transpose()
+                    .map_err(|e| {
+                        ApiError::InvalidArgument(format!("start_repository_version_id: {}", e.0))
                     })?;
-                    self.exporter(exporter_id).await?;
-                    let publication = publications::get_publication(&self.db, id)
-                        .await?
-                        .ok_or_else(|| ApiError::NotFound(format!("publication {id} not found")))?;
-                    if !publication.complete {
+                self.exporter(exporter_id).await?;
+                let version = self.complete_version("repository version", id).await?;
+                if let Some(start) = start {
+                    let start_version = self
+                        .complete_version("start repository version", start)
+                        .await?;
+                    if start_version.repository_id != version.repository_id {
                         return Err(ApiError::InvalidArgument(format!(
-                            "publication {id} is not complete"
+                            "start repository version {start} is of another repository than {id}"
                         )));
                     }
-                    (
-                        FS_PUBLICATION_EXPORT,
-                        json!({"exporter_pk": exporter_id.to_string(), "publication_pk": id.to_string()}),
-                        publication.repository_id,
-                    )
                 }
-                (true, false) => {
-                    let id = RepositoryVersionId::parse(&r.repository_version_id).map_err(|e| {
-                        ApiError::InvalidArgument(format!("repository_version_id: {}", e.0))
-                    })?;
-                    let start = (!r.start_repository_version_id.is_empty())
-                        .then(|| RepositoryVersionId::parse(&r.start_repository_version_id))
-                        .transpose()
-                        .map_err(|e| {
-                            ApiError::InvalidArgument(format!(
-                                "start_repository_version_id: {}",
-                                e.0
-                            ))
-                        })?;
-                    self.exporter(exporter_id).await?;
-                    let version = self.complete_version("repository version", id).await?;
-                    if let Some(start) = start {
-                        let start_version =
-                            self.complete_version("start repository version", start).await?;
-                        if start_version.repository_id != version.repository_id {
-                            return Err(ApiError::InvalidArgument(format!(
-                                "start repository version {start} is of another repository than {id}"
-                            )));
-                        }
-                    }
-                    (
-                        FS_REPO_VERSION_EXPORT,
-                        json!({
-                            "exporter_pk": exporter_id.to_string(),
-                            "repo_version_pk": id.to_string(),
-                            "start_repository_version_pk": start.map(|s| s.to_string()),
-                        }),
-                        version.repository_id,
-                    )
-                }
-                _ => return Err(ApiError::InvalidArgument(ONE_SOURCE.into())),
-            };
+                (
+                    FS_REPO_VERSION_EXPORT,
+                    json!({
+                        "exporter_pk": exporter_id.to_string(),
+                        "repo_version_pk": id.to_string(),
+                        "start_repository_version_pk": start.map(|s| s.to_string()),
+                    }),
+                    version.repository_id,
+                )
+            }
+            _ => return Err(ApiError::InvalidArgument(ONE_SOURCE.into())),
+        };
         Ok(NewTask {
             id: TaskId::new(),
             func: TaskName::parse(func)?,
