@@ -131,6 +131,11 @@ pub fn safe_relative(path: &str) -> Result<PathBuf, LayoutError> {
         ))
     };
     RelativePath::parse(path).map_err(|e| escape(&e.0))?;
+    // `Path::components` drops inner `.`; refuse it here rather than
+    // export `a/./b` as `a/b`.
+    if path.split('/').any(|part| part == ".") {
+        return Err(escape("it contains '.'"));
+    }
     let mut out = PathBuf::new();
     for component in Path::new(path).components() {
         match component {
