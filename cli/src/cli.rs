@@ -74,6 +74,102 @@ pub enum Command {
     /// Create content units.
     #[command(subcommand)]
     Content(ContentCommand),
+    /// Publish repository versions and list publications.
+    #[command(subcommand)]
+    Publication(PublicationCommand),
+    /// Create, list, show and delete file-system exporters.
+    #[command(subcommand)]
+    Exporter(ExporterCommand),
+    /// Export a publication or a repository version with an exporter.
+    Export(ExportArgs),
+}
+
+/// The `pulpctl publication` commands. VERSION is a version id, or
+/// `REPO[:NUMBER]` (a repository id or name; the latest version without a
+/// number).
+#[derive(Debug, Subcommand)]
+pub enum PublicationCommand {
+    /// Publish a complete version: dispatches `publish`.
+    #[command(disable_version_flag = true)]
+    Create {
+        /// The version.
+        version: String,
+        /// Publish every file of the version without a snapshot.
+        #[arg(long)]
+        pass_through: bool,
+        /// Follow the task until it ends; exit 0 when it completed.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List publications.
+    List,
+    /// Show one publication.
+    Show {
+        /// The publication's id.
+        id: String,
+    },
+}
+
+/// How an exporter lays files out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MethodArg {
+    /// Copy the bytes (sizes checked, files synced).
+    Write,
+    /// Hard-link the artifacts (a copy across file systems).
+    Hardlink,
+    /// Symbolically link to the artifacts.
+    Symlink,
+}
+
+/// The `pulpctl exporter` commands. EXPORTER is an id or a name.
+#[derive(Debug, Subcommand)]
+pub enum ExporterCommand {
+    /// Create a file-system exporter.
+    Create {
+        /// Its name, unique.
+        name: String,
+        /// The absolute directory to export to; workers write only under
+        /// their `--allowed-export-path`s.
+        #[arg(long, value_name = "DIR")]
+        path: String,
+        /// How files are laid out.
+        #[arg(long, value_enum, default_value = "write")]
+        method: MethodArg,
+    },
+    /// List exporters.
+    List,
+    /// Show an exporter and the exports it made.
+    Show {
+        /// The exporter.
+        exporter: String,
+    },
+    /// Delete an exporter (not its exported files).
+    Delete {
+        /// The exporter.
+        exporter: String,
+    },
+}
+
+/// Arguments of `pulpctl export`.
+#[derive(Debug, Args)]
+#[command(disable_version_flag = true)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["publication", "version"])))]
+pub struct ExportArgs {
+    /// The exporter (id or name).
+    pub exporter: String,
+    /// Export this publication (an id).
+    #[arg(long, value_name = "ID", conflicts_with = "version")]
+    pub publication: Option<String>,
+    /// Export this version (an id, or `REPO[:NUMBER]`).
+    #[arg(long, value_name = "VERSION")]
+    pub version: Option<String>,
+    /// With `--version`: only what was added since this version.
+    #[arg(long, value_name = "VERSION", conflicts_with = "publication")]
+    pub start: Option<String>,
+    /// Follow the task with a progress bar of files written; exit 0 when
+    /// it completed.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 /// Arguments of `pulpctl dispatch`.
@@ -478,5 +574,18 @@ mod tests {
             assert!(check(&group), "{verb}");
         }
         assert!(parse(&["get"]).is_err());
+        assert!(matches!(
+            parse(&["export", "e", "--version", "r:2", "--wait"]).unwrap().command,
+            Command::Export(ExportArgs { version: Some(v), wait: true, .. }) if v == "r:2"
+        ));
+        assert!(parse(&["export", "e"]).is_err(), "a source is required");
+        assert!(parse(&["export", "e", "--publication", "p", "--version", "v"]).is_err());
+        assert!(parse(&["export", "e", "--publication", "p", "--start", "v"]).is_err());
+        assert!(
+            parse(&[
+                "exporter", "create", "e", "--path", "/x", "--method", "copy"
+            ])
+            .is_err()
+        );
     }
 }

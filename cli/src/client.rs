@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use pulp_common::proto::content::v1::{
     artifacts_client::ArtifactsClient, contents_client::ContentsClient,
+    exporters_client::ExportersClient, publications_client::PublicationsClient,
     repositories_client::RepositoriesClient,
 };
 use pulp_common::proto::tasking::v1::{
@@ -47,6 +48,16 @@ impl Scheduler {
                 source,
             })?;
         Ok(Scheduler { channel })
+    }
+
+    /// A client of the `Publications` service.
+    pub fn publications(&self) -> PublicationsClient<Channel> {
+        PublicationsClient::new(self.channel.clone())
+    }
+
+    /// A client of the `Exporters` service.
+    pub fn exporters(&self) -> ExportersClient<Channel> {
+        ExportersClient::new(self.channel.clone())
     }
 
     /// A client of the `Tasks` service.

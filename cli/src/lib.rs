@@ -11,6 +11,8 @@
 //!   command; each sends its request(s) and gives the answer to the
 //!   printer. [`content`] covers `repo`, `artifact` and `content`
 //!   (uploads stream the file with a progress bar on stderr).
+//! - [`exports`]: `publication`, `exporter` and `export` (with `--wait`
+//!   the live display shows the files written as a progress bar).
 //! - [`watch`]: follows a task over `Tasks.WatchTask` with a live display on
 //!   stderr (`watch`, `dispatch --wait`).
 //! - [`output`]: tables and key/value views for people, JSON for programs.
@@ -26,6 +28,7 @@ pub mod cli;
 pub mod client;
 pub mod content;
 pub mod error;
+pub mod exports;
 pub mod groups;
 pub mod input;
 pub mod output;
@@ -64,5 +67,10 @@ pub async fn execute<W: Write>(cli: Cli, out: &mut W) -> Result<i32, CliError> {
         Command::Repo(command) => content::repo(&scheduler, command, &mut printer).await,
         Command::Artifact(command) => content::artifact(&scheduler, command, &mut printer).await,
         Command::Content(command) => content::content(&scheduler, command, &mut printer).await,
+        Command::Publication(command) => {
+            exports::publication(&scheduler, command, &mut printer).await
+        }
+        Command::Exporter(command) => exports::exporter(&scheduler, command, &mut printer).await,
+        Command::Export(args) => exports::export(&scheduler, args, &mut printer).await,
     }
 }

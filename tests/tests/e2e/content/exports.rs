@@ -45,6 +45,7 @@ both_databases!(
     refuses_both_or_neither_publication_and_version,
     exports_of_one_exporter_serialize_and_of_one_repository_share,
     cancelled_export_ends_canceled_without_export_record,
+    pulpctl_publishes_and_exports,
 );
 
 /// A scheduler, a storage directory, and a temporary tree with an allowed
@@ -951,4 +952,82 @@ async fn cancelled_export_ends_canceled_without_export_record(backend: Backend) 
         "it stopped mid-way: {progress:?}"
     );
     assert_eq!(fx.snapshot(), before, "what it wrote is removed");
+}
+
+/// `pulpctl publication|exporter|export` against the real services: a
+/// publication and a version exported with `--wait`, read back in JSON and
+/// as text.
+async fn pulpctl_publishes_and_exports(backend: Backend) {
+    let Some(fx) = Fixture::new(backend).await else {
+        return;
+    };
+    let _w = fx.worker("w", 1).await;
+    let files = sample(4, 12);
+    fx.repo_with("files", &files).await;
+    let ctl = crate::cli::Pulpctl::new(&fx.app);
+    let pub_dir = fx.allowed().join("cli-pub");
+    let ver_dir = fx.allowed().join("cli-ver");
+
+    let e = ctl
+        .json(&[
+            "exporter",
+            "create",
+            "pub",
+            "--path",
+            pub_dir.to_str().unwrap(),
+            "--method",
+            "hardlink",
+        ])
+        .await;
+    assert_eq!(e["method"], "hardlink");
+    let e2 = ctl
+        .json(&[
+            "exporter",
+            "create",
+            "ver",
+            "--path",
+            ver_dir.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(e2["method"], "write");
+
+    let task = ctl
+        .json(&["publication", "create", "files", "--wait"])
+        .await;
+    assert_eq!(task["state"], "completed", "{task}");
+    let publication = task["result"]["publication_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let list = ctl.json(&["publication", "list"]).await;
+    assert_eq!(list[0]["id"], publication.as_str());
+    let shown = ctl.json(&["publication", "show", &publication]).await;
+    assert_eq!(shown["files"], files.len());
+
+    let task = ctl
+        .json(&["export", "pub", "--publication", &publication, "--wait"])
+        .await;
+    assert_eq!(task["state"], "completed", "{task}");
+    assert_eq!(task["result"]["files"], files.len());
+    assert_tree(&fx, &pub_dir, &files, pb::ExportMethod::Hardlink);
+    let task = ctl
+        .json(&["export", "ver", "--version", "files:1", "--wait"])
+        .await;
+    assert_eq!(task["state"], "completed", "{task}");
+    assert_tree(&fx, &ver_dir, &files, pb::ExportMethod::Write);
+
+    let shown = ctl.json(&["exporter", "show", "pub"]).await;
+    assert_eq!(shown["exports"].as_array().unwrap().len(), 1);
+    let (result, text) = ctl.run(&["exporter", "list"]).await;
+    assert_eq!(result, Ok(0));
+    assert!(text.contains("pub") && text.contains("hardlink"), "{text}");
+    let (result, _) = ctl.run(&["exporter", "delete", "ver"]).await;
+    assert_eq!(result, Ok(0));
+    let (result, _) = ctl.run(&["exporter", "show", "ver"]).await;
+    assert!(result.unwrap_err().starts_with("NOT_FOUND"));
+    // A second export into the now full directory fails, and --wait says so.
+    let (result, _) = ctl
+        .run(&["export", "pub", "--publication", &publication, "--wait"])
+        .await;
+    assert_eq!(result, Ok(1));
 }
