@@ -266,6 +266,10 @@ mod tests {
         bad.scheduler = "not a url".into();
         assert!(validate(&bad, &registry).is_err());
         assert!(validate(&ok, &TaskRegistry::new()).is_err());
+        let mut bad = ok.clone();
+        bad.allowed_export_paths = vec!["relative/exports".into()];
+        let err = validate(&bad, &registry).unwrap_err();
+        assert!(err.to_string().contains("not absolute"), "{err}");
         let mut registry = TaskRegistry::new();
         registry.register("bad name", |_| async { Ok(serde_json::Value::Null) });
         assert!(validate(&ok, &registry).is_err());

@@ -1031,3 +1031,172 @@ async fn pulpctl_publishes_and_exports(backend: Backend) {
         .await;
     assert_eq!(result, Ok(1));
 }
+
+/// Benchmark (figures, not assertions): a version of 10,000 files of about
+/// 1 GiB exported with each method, beside `cp -r` and `cp -rl` of the
+/// written tree on the same disk. Run it with
+///
+/// ```sh
+/// cargo test --release -p pulp-tests --test e2e content::exports::bench -- --ignored --nocapture
+/// ```
+///
+/// The artifacts are written into storage and inserted into the database
+/// directly (uploading is not what is measured); the version is made by
+/// Modify and the exports go through the public API and a real worker.
+/// Storage, the exports and the copies all live under the system temp
+/// directory, on one disk; the page cache is warm (the files were just
+/// written), as it is for `cp`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+async fn bench_export_10k_files_1gib() {
+    use std::time::Instant;
+    const FILES: usize = 10_000;
+    let Some(fx) = Fixture::new(Backend::Sqlite).await else {
+        return;
+    };
+    let _w = fx.worker("w", 1).await;
+    let db = fx.app.database().await;
+    let started = Instant::now();
+    let mut units = Vec::with_capacity(FILES);
+    let mut total_bytes = 0u64;
+    let mut rows = Vec::new();
+    for i in 0..FILES {
+        let len = 1024 + (i * 7919) % 210_000;
+        let data = bytes(len, 100 + i as u64);
+        let digest = sha256_hex(&data);
+        let path = fx
+            .app
+            .storage()
+            .join("artifacts")
+            .join(&digest[..2])
+            .join(&digest);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &data).unwrap();
+        total_bytes += len as u64;
+        let content = uuid::Uuid::now_v7().to_string();
+        rows.push((
+            uuid::Uuid::now_v7().to_string(),
+            digest,
+            len,
+            content.clone(),
+            i,
+        ));
+        units.push(content);
+    }
+    for chunk in rows.chunks(500) {
+        let backend = db.get_database_backend();
+        let values =
+            |f: &dyn Fn(&(String, String, usize, String, usize)) -> Vec<sea_orm::Value>| {
+                chunk.iter().flat_map(f).collect::<Vec<_>>()
+            };
+        let sql = |table: &str, cols: &str, n: usize| {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|r| {
+                    let ps: Vec<String> = (1..=n).map(|c| format!("${}", r * n + c)).collect();
+                    format!("({})", ps.join(", "))
+                })
+                .collect();
+            format!("INSERT INTO {table} ({cols}) VALUES {}", rows.join(", "))
+        };
+        db.execute_raw(pulp_common::db::stmt(
+            backend,
+            &sql("artifacts", "id, sha256, size, created_at", 4),
+            values(&|r| {
+                vec![
+                    r.0.clone().into(),
+                    r.1.clone().into(),
+                    (r.2 as i64).into(),
+                    0i64.into(),
+                ]
+            }),
+        ))
+        .await
+        .unwrap();
+        db.execute_raw(pulp_common::db::stmt(
+            backend,
+            &sql("contents", "id, pulp_type, natural_key, created_at", 4),
+            values(&|r| {
+                vec![
+                    r.3.clone().into(),
+                    "file.file".into(),
+                    format!("f{}", r.4).into(),
+                    0i64.into(),
+                ]
+            }),
+        ))
+        .await
+        .unwrap();
+        db.execute_raw(pulp_common::db::stmt(
+            backend,
+            &sql(
+                "content_artifacts",
+                "content_id, relative_path, artifact_id",
+                3,
+            ),
+            values(&|r| {
+                vec![
+                    r.3.clone().into(),
+                    format!("d{:02}/e{:02}/file-{}.bin", r.4 % 50, r.4 % 7, r.4).into(),
+                    r.0.clone().into(),
+                ]
+            }),
+        ))
+        .await
+        .unwrap();
+    }
+    let repo = fx.app.repo("bench").await;
+    fx.app.modify_done(&repo.id, &units, &[], None).await;
+    let version = fx.app.get_repo(&repo.id).await.latest_version_id;
+    let mib = total_bytes as f64 / (1024.0 * 1024.0);
+    eprintln!(
+        "setup: {FILES} files, {mib:.0} MiB, in {:.1?}",
+        started.elapsed()
+    );
+
+    // Storage and the exports are both under the system temp dir: one disk.
+    let line = |what: &str, secs: f64| {
+        eprintln!(
+            "| {what:<22} | {secs:>7.2} s | {:>9.0} files/s | {:>7.0} MiB/s |",
+            FILES as f64 / secs,
+            mib / secs
+        );
+    };
+    eprintln!("| method                 |    time   |         files/s |     MiB/s |");
+    for method in METHODS {
+        let target = fx.allowed().join(format!("bench-{}", method.as_str_name()));
+        let exporter = fx.exporter(method.as_str_name(), &target, method).await;
+        let sent = Instant::now();
+        let task = fx.export(&exporter.id, "", &version).await;
+        let task = fx.app.wait_final(&task.id).await;
+        let wall = sent.elapsed().as_secs_f64();
+        assert_eq!(
+            state(&task),
+            tasking::TaskState::Completed,
+            "{:?}",
+            task.error
+        );
+        let ran = (micros(&task.finished_at) - micros(&task.started_at)) as f64 / 1e6;
+        line(&format!("{} (task)", method.as_str_name()), ran);
+        line(&format!("{} (API to done)", method.as_str_name()), wall);
+    }
+    let source = fx.allowed().join("bench-EXPORT_METHOD_WRITE");
+    for (what, flags) in [("cp -r", "-r"), ("cp -rl", "-rl")] {
+        let dest = fx.allowed().join(format!("cp{flags}"));
+        let sent = Instant::now();
+        let status = std::process::Command::new("cp")
+            .arg(flags)
+            .arg(&source)
+            .arg(&dest)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        line(what, sent.elapsed().as_secs_f64());
+    }
+    let sent = Instant::now();
+    let status = std::process::Command::new("sync").status().unwrap();
+    assert!(status.success());
+    eprintln!(
+        "(a final `sync` after cp took {:.2?}; cp itself does not fsync)",
+        sent.elapsed()
+    );
+}
