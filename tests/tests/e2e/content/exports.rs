@@ -1051,6 +1051,8 @@ async fn pulpctl_publishes_and_exports(backend: Backend) {
 async fn bench_export_10k_files_1gib() {
     use std::time::Instant;
     const FILES: usize = 10_000;
+    /// Artifact id, digest, size, content id, index.
+    type BenchRow = (String, String, usize, String, usize);
     let Some(fx) = Fixture::new(Backend::Sqlite).await else {
         return;
     };
@@ -1085,10 +1087,9 @@ async fn bench_export_10k_files_1gib() {
     }
     for chunk in rows.chunks(500) {
         let backend = db.get_database_backend();
-        let values =
-            |f: &dyn Fn(&(String, String, usize, String, usize)) -> Vec<sea_orm::Value>| {
-                chunk.iter().flat_map(f).collect::<Vec<_>>()
-            };
+        let values = |f: &dyn Fn(&BenchRow) -> Vec<sea_orm::Value>| {
+            chunk.iter().flat_map(f).collect::<Vec<_>>()
+        };
         let sql = |table: &str, cols: &str, n: usize| {
             let rows: Vec<String> = (0..chunk.len())
                 .map(|r| {
