@@ -47,6 +47,9 @@ pub fn spawn_workers(
                 .arg("none")
                 .arg("--storage-dir")
                 .arg(storage_dir)
+                // Quick-start exports may go to `<data-dir>/exports` only.
+                .arg("--allowed-export-path")
+                .arg(std::path::absolute(data_dir.join("exports"))?)
                 .env("PULP_DATABASE_URL", database_url)
                 .kill_on_drop(true)
                 .spawn()
