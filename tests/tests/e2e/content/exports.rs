@@ -83,15 +83,22 @@ impl Fixture {
         .await
     }
 
-    /// A content worker whose export tasks await `hook`.
-    async fn hooked_worker(&self, name: &str, slots: u32, hook: Hook) -> TestWorker {
+    /// A content worker whose export tasks place `per_call` files per
+    /// blocking call and await `hook`.
+    async fn hooked_worker(
+        &self,
+        name: &str,
+        slots: u32,
+        hook: Hook,
+        per_call: usize,
+    ) -> TestWorker {
         let mut registry = TaskRegistry::with_content();
         let h = hook.clone();
         registry.register(FS_PUBLICATION_EXPORT, move |ctx| {
-            export::run(ctx, Source::Publication, h.clone())
+            export::run(ctx, Source::Publication, h.clone(), per_call)
         });
         registry.register(FS_REPO_VERSION_EXPORT, move |ctx| {
-            export::run(ctx, Source::Version, hook.clone())
+            export::run(ctx, Source::Version, hook.clone(), per_call)
         });
         self.worker_with(name, slots, registry, vec![self.allowed()])
             .await
@@ -824,7 +831,9 @@ async fn exports_of_one_exporter_serialize_and_of_one_repository_share(backend: 
         return;
     };
     let gate = Gate::new();
-    let _w = fx.hooked_worker("w", 4, gate.hook()).await;
+    let _w = fx
+        .hooked_worker("w", 4, gate.hook(), export::FILES_PER_CALL)
+        .await;
     let (repo, version) = fx.repo_with("r", &sample(3, 10)).await;
     let e1 = fx
         .exporter("e1", &fx.allowed().join("one"), pb::ExportMethod::Write)
@@ -912,7 +921,7 @@ async fn cancelled_export_ends_canceled_without_export_record(backend: Backend) 
         Arc::new(move |phase, token| {
             let arrived = arrived.clone();
             async move {
-                if let Phase::Placed { done: 10, .. } = phase {
+                if let Phase::Placed { done: 12, .. } = phase {
                     arrived.notify_one();
                     let _ = tokio::time::timeout(WAIT, token.cancelled()).await;
                 }
@@ -920,7 +929,8 @@ async fn cancelled_export_ends_canceled_without_export_record(backend: Backend) 
             .boxed()
         })
     };
-    let _w = fx.hooked_worker("w", 1, hook).await;
+    // 4 files per blocking call: the hook runs after files 4, 8, 12, ...
+    let _w = fx.hooked_worker("w", 1, hook, 4).await;
     let (_, version) = fx.repo_with("r", &sample(40, 11)).await;
     let target = fx.allowed().join("big");
     let exporter = fx.exporter("big", &target, pb::ExportMethod::Write).await;
