@@ -61,7 +61,7 @@ use pulp_common::proto::tasking::v1::{
 };
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use tracing::info;
@@ -174,7 +174,7 @@ pub async fn run(
             cluster.clone(),
         )))
         .add_service(WorkersServer::new(WorkersService::new(cluster)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_streams);
+        .serve_with_incoming_shutdown(incoming(listener), stop_streams);
     // Relayed streams and watches may outlive the engine: bound the drain.
     let served = tokio::select! {
         served = serve => served,
@@ -214,4 +214,11 @@ fn redact(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// Accepted connections with TCP_NODELAY: replies and pushed assignments
+/// are small HTTP/2 frames that Nagle's algorithm would hold back until the
+/// peer's delayed ACK (milliseconds of added latency per message).
+fn incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }

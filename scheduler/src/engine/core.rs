@@ -11,7 +11,7 @@ use super::{
 };
 use crate::reservations::Reservations;
 use crate::store::{groups, tasks, workers};
-use crate::task::{NewTask, Progress, TaskFailure, TaskRecord};
+use crate::task::{NewTask, Outcome, Progress, TaskFailure, TaskRecord};
 use pulp_common::json;
 use pulp_common::names::{ResourceClaims, ResourceName, TaskId};
 use pulp_common::proto::tasking::v1 as pb;
@@ -126,6 +126,9 @@ pub(super) struct Core {
     /// The process instance each worker name last registered with.
     instances: HashMap<String, String>,
     heartbeats: HashSet<String>,
+    /// Tasks ended in memory this round whose rows are not updated yet:
+    /// stored together in one statement ([`Core::flush_endings`]).
+    endings: Vec<tasks::Ending>,
     /// The in-memory state must be rebuilt before the next round.
     stale: bool,
     /// A newer leader took over: this engine must stop.
@@ -158,6 +161,7 @@ impl Core {
             leases: HashMap::new(),
             instances: HashMap::new(),
             heartbeats: HashSet::new(),
+            endings: Vec::new(),
             stale: true,
             fenced: false,
         }
@@ -254,9 +258,18 @@ impl Core {
             )));
         }
         let now = now_micros();
-        self.expire_leases(&txn, now, effects).await?;
+        self.endings.clear();
+        self.expire_leases(&txn, effects).await?;
         let mut dispatches = Vec::new();
         for command in batch {
+            // Cancellation and registration read task rows: store the
+            // endings decided so far first.
+            if matches!(
+                command,
+                Command::Cancel { .. } | Command::CancelGroup { .. } | Command::Register { .. }
+            ) {
+                self.flush_endings(&txn, now).await?;
+            }
             match command {
                 Command::Dispatch { task, reply } => dispatches.push((*task, reply)),
                 Command::Cancel { id, reply } => {
@@ -294,6 +307,7 @@ impl Core {
                 }
             }
         }
+        self.flush_endings(&txn, now).await?;
         if !dispatches.is_empty() {
             self.insert_dispatches(&txn, dispatches, now, effects)
                 .await?;
@@ -721,11 +735,7 @@ impl Core {
                     format!("worker {name} restarted and no longer runs the task"),
                     "worker lost",
                 );
-                expect_one(
-                    tasks::fail_running(txn, seq, &name, attempt, &failure, now).await?,
-                    "fail a lost task",
-                )?;
-                self.remove(seq);
+                self.end(seq, &name, attempt, Outcome::Failed(failure), Vec::new());
                 warn!(task_id = %id, worker = %name, "task failed: worker lost");
             }
             effects.changed.push(id);
@@ -857,6 +867,7 @@ impl Core {
             } => {
                 let outbox = self.sessions[&name].outbox.clone();
                 let Some(seq) = self.held_by(task_id, &name, attempt) else {
+                    self.flush_endings(txn, now).await?;
                     let (code, why) = match tasks::state_of(txn, task_id).await? {
                         None => (CODE_NOT_FOUND, format!("task {task_id} not found")),
                         Some(state) => (
@@ -872,17 +883,59 @@ impl Core {
                         .push((outbox, ack(task_id, attempt, code, &why)));
                     return Ok(());
                 };
-                let (rows, state) =
-                    tasks::finish(txn, seq, &name, attempt, &outcome, &created_resources, now)
-                        .await?;
-                expect_one(rows, "store a task outcome")?;
-                self.remove(seq);
+                let state = self.end(seq, &name, attempt, outcome, created_resources);
                 info!(%task_id, worker = %name, %state, "task finished");
                 effects.changed.push(task_id);
                 effects
                     .acks
                     .push((outbox, ack(task_id, attempt, CODE_OK, "")));
             }
+        }
+        Ok(())
+    }
+
+    /// Ends a task held by `worker` at `attempt` in memory (its resources
+    /// are free for the rest of the round) and queues its row update for
+    /// [`Core::flush_endings`], which runs before the round commits.
+    /// Returns the state it ends in.
+    fn end(
+        &mut self,
+        seq: i64,
+        worker: &str,
+        attempt: i64,
+        outcome: Outcome,
+        created_resources: Vec<String>,
+    ) -> TaskState {
+        let ending = tasks::Ending {
+            seq,
+            worker: worker.to_owned(),
+            attempt,
+            outcome,
+            created_resources,
+        };
+        let state = match self.tasks.get(&seq).map(|t| &t.phase) {
+            Some(Phase::Canceling { .. }) => TaskState::Canceled,
+            _ => ending.state_if_running(),
+        };
+        self.endings.push(ending);
+        self.remove(seq);
+        state
+    }
+
+    /// Stores the endings queued this round, in one statement per chunk;
+    /// every row must change, or memory and database disagree.
+    async fn flush_endings(&mut self, txn: &DatabaseTransaction, now: i64) -> Result<(), DbErr> {
+        if self.endings.is_empty() {
+            return Ok(());
+        }
+        let endings = std::mem::take(&mut self.endings);
+        let changed = tasks::finish(txn, &endings, now).await?;
+        if changed.len() != endings.len() {
+            return Err(DbErr::Custom(format!(
+                "ended {} of {} tasks: the database disagrees with memory",
+                changed.len(),
+                endings.len()
+            )));
         }
         Ok(())
     }
@@ -899,7 +952,6 @@ impl Core {
     async fn expire_leases(
         &mut self,
         txn: &DatabaseTransaction,
-        now: i64,
         effects: &mut Effects,
     ) -> Result<(), DbErr> {
         let instant = Instant::now();
@@ -933,11 +985,7 @@ impl Core {
                     format!("worker {name} was not heard from for {ttl} s (its lease lapsed)"),
                     "worker lost",
                 );
-                expect_one(
-                    tasks::fail_running(txn, seq, &name, attempt, &failure, now).await?,
-                    "fail a task of a lost worker",
-                )?;
-                self.remove(seq);
+                self.end(seq, &name, attempt, Outcome::Failed(failure), Vec::new());
                 effects.changed.push(id);
                 warn!(task_id = %id, worker = %name, "task failed: worker lost");
             }
@@ -1004,14 +1052,20 @@ impl Core {
                 }
             }
         }
-        for (worker, seqs) in picks {
-            let changed = tasks::claim(txn, &worker, &seqs, now).await?;
-            if changed != seqs.len() as u64 {
+        let pairs: Vec<(i64, &str)> = picks
+            .iter()
+            .flat_map(|(worker, seqs)| seqs.iter().map(move |seq| (*seq, worker.as_str())))
+            .collect();
+        if !pairs.is_empty() {
+            let changed = tasks::claim(txn, &pairs, now).await?;
+            if changed != pairs.len() as u64 {
                 return Err(DbErr::Custom(format!(
                     "claimed {changed} of {} tasks: the database disagrees with memory",
-                    seqs.len()
+                    pairs.len()
                 )));
             }
+        }
+        for (worker, seqs) in picks {
             let outbox = self.sessions[&worker].outbox.clone();
             for seq in seqs {
                 let task = self.tasks.get_mut(&seq).expect("picked task present");
