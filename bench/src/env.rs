@@ -133,7 +133,12 @@ impl System {
                 "--database-url",
                 &database_url,
             ])
-            .env("RUST_LOG", "warn")
+            // The scheduler logs warnings only, unless
+            // PULP_BENCH_SCHEDULER_LOG (a RUST_LOG filter) asks for more.
+            .env(
+                "RUST_LOG",
+                std::env::var("PULP_BENCH_SCHEDULER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -224,9 +224,18 @@ impl Core {
             return;
         }
         let mut effects = Effects::default();
+        let commands = batch.len();
+        let started = std::time::Instant::now();
         let result = self.apply_round(batch, &mut effects).await;
         match result {
-            Ok(()) => self.deliver(effects),
+            Ok(()) => {
+                debug!(
+                    commands,
+                    micros = started.elapsed().as_micros() as u64,
+                    "round committed"
+                );
+                self.deliver(effects)
+            }
             Err(err) => {
                 warn!(error = %err, "round failed; rebuilding the state from the database");
                 for id in &effects.registered {
