@@ -323,22 +323,7 @@ impl TestApp {
     /// Follows a task with WatchTask until `done` holds for a snapshot, and
     /// returns that snapshot; every snapshot seen is in `seen`.
     pub async fn wait_for(&self, id: &str, done: impl Fn(&pb::Task) -> bool) -> pb::Task {
-        let mut stream = self
-            .tasks()
-            .watch_task(pb::WatchTaskRequest { id: id.to_owned() })
-            .await
-            .expect("watch")
-            .into_inner();
-        let result = tokio::time::timeout(WAIT, async {
-            while let Some(task) = stream.message().await.expect("watch stream") {
-                if done(&task) {
-                    return task;
-                }
-            }
-            panic!("watch of {id} ended before the awaited condition");
-        })
-        .await;
-        result.unwrap_or_else(|_| panic!("timed out waiting for task {id}"))
+        wait_task(&mut self.tasks(), id, done).await
     }
 
     /// Waits until the worker runs the task's body: RUNNING with a first
@@ -394,6 +379,30 @@ pub async fn wait_for_health(
     })
     .await
     .unwrap_or_else(|_| panic!("health never became {status:?}"));
+}
+
+/// Follows a task with WatchTask on `tasks` until `done` holds for a
+/// snapshot (up to [`WAIT`]), and returns that snapshot.
+pub async fn wait_task(
+    tasks: &mut TasksClient<Channel>,
+    id: &str,
+    done: impl Fn(&pb::Task) -> bool,
+) -> pb::Task {
+    let mut stream = tasks
+        .watch_task(pb::WatchTaskRequest { id: id.to_owned() })
+        .await
+        .unwrap_or_else(|s| panic!("watch {id}: {s}"))
+        .into_inner();
+    let result = tokio::time::timeout(WAIT, async {
+        while let Some(task) = stream.message().await.expect("watch stream") {
+            if done(&task) {
+                return task;
+            }
+        }
+        panic!("watch of {id} ended before the awaited condition");
+    })
+    .await;
+    result.unwrap_or_else(|_| panic!("timed out waiting for task {id}"))
 }
 
 /// A DispatchRequest.
@@ -687,6 +696,24 @@ impl Process {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits, up to `timeout`, until the log contains `needle`; returns the
+    /// log then, or `None` (for what a process reports only in its log).
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let log = self.log_text();
+            if log.contains(needle) {
+                return Some(log);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            // A file is not awaitable; a short re-read interval bounded by
+            // the timeout, as in `wait_exit`.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 impl Drop for Process {
@@ -739,6 +766,39 @@ pub async fn start_worker_process_at(
     )
     .await;
     process.health_url = Some(health_url);
+    process
+}
+
+/// Starts a `pulp-scheduler` process on `port` and `database_url` (worker
+/// TTL 10 s, then the `extra` arguments), logging to `dir/log`, and waits
+/// until it is SERVING.
+pub async fn start_scheduler_process(
+    port: u16,
+    database_url: &str,
+    dir: &std::path::Path,
+    log: &str,
+    extra: &[&str],
+) -> Process {
+    let mut args: Vec<String> = [
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--database-url",
+        database_url,
+        "--worker-ttl",
+        "10",
+        "--data-dir",
+        dir.to_str().expect("utf-8 path"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let process = Process::start("pulp-scheduler", &args, dir.join(log));
+    wait_for_health(
+        connect_eventually(&format!("http://127.0.0.1:{port}")).await,
+        tonic_health::pb::health_check_response::ServingStatus::Serving,
+    )
+    .await;
     process
 }
 

@@ -17,18 +17,19 @@
 //!   sent after the round that registered it (and assigned it work)
 //!   committed.
 
+use pulp_common::proto::content::v1 as content;
+use pulp_common::proto::content::v1::repositories_client::RepositoriesClient;
 use pulp_common::proto::tasking::v1 as pb;
 use pulp_common::proto::tasking::v1::tasks_client::TasksClient;
 use pulp_common::proto::tasking::v1::workers_client::WorkersClient;
 use pulp_tests::{
-    Backend, HealthWatch, PostgresCluster, Process, TestApp, TestDb, WAIT, body_interval,
-    both_databases, connect_eventually, dispatch_request, free_port, is_final,
-    start_worker_process_at, state, wait_for_health,
+    Backend, HealthWatch, PostgresCluster, Process, TaskRegistry, TestApp, TestDb, WAIT,
+    body_interval, both_databases, connect_eventually, dispatch_request, free_port, is_final,
+    start_scheduler_process, start_worker_process_at, state, wait_for_health,
 };
 use rand::SeedableRng;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -41,6 +42,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 both_databases!(
     killed_worker_fails_its_task_and_frees_the_resource,
     stopped_worker_is_fenced_after_its_lease_lapses,
+    stopped_worker_cannot_write_after_its_lease_lapses,
     scheduler_killed_under_load_loses_nothing,
     timeout_fails_the_task_with_timed_out,
     hard_cancel_aborts_a_task_that_ignores_cancellation,
@@ -230,7 +232,12 @@ async fn stopped_worker_is_fenced_after_its_lease_lapses(backend: Backend) {
     };
     assert!(status.success(), "{status:?}");
     unchanged(&get_task(&mut app.tasks(), &first.id).await);
-    let log = frozen.log_text();
+    assert_stale_task_refused(backend, &frozen.log_text());
+}
+
+/// Asserts that a resumed worker's log shows its lease loss and the refusal
+/// of its stale task (its late result or the task itself).
+fn assert_stale_task_refused(backend: Backend, log: &str) {
     let refusals = [
         "dropped a result the scheduler no longer expects",
         "the scheduler refused the result",
@@ -251,6 +258,145 @@ async fn stopped_worker_is_fenced_after_its_lease_lapses(backend: Backend) {
             || log.contains("lease expired"),
         "the resumed worker's log shows no lease loss:\n{log}"
     );
+}
+
+/// The names of every repository, through the content API.
+async fn repository_names(app: &TestApp) -> Vec<String> {
+    RepositoriesClient::new(app.channel.clone())
+        .list_repositories(content::ListRepositoriesRequest {
+            page_size: 1000,
+            page_token: String::new(),
+        })
+        .await
+        .expect("list repositories")
+        .into_inner()
+        .repositories
+        .into_iter()
+        .map(|r| r.name)
+        .collect()
+}
+
+/// As [`stopped_worker_is_fenced_after_its_lease_lapses`], with a task that
+/// has a database write still to come when its worker process is frozen:
+/// `sleep_then_write` (a diagnostic task) sleeps 3 s holding exclusive[R],
+/// then creates repository "late" in a transaction committed through its
+/// fence. The worker is frozen (SIGSTOP) during the sleep; its lease
+/// lapses, the task ends FAILED ("worker lost"), and only then does a second
+/// `sleep_then_write` on R run on another worker and create repository
+/// "after". Then the frozen worker resumes (SIGCONT) and goes on into its
+/// write, which it does not drop on cancellation (`ignore_cancel`, and a
+/// 60 s cancel grace so it is not aborted first): the fence refuses it (the
+/// worker logs so), "late" does not exist, the late result is refused, the
+/// first task is unchanged (FAILED, worker lost, no result), and the two
+/// tasks' RUNNING intervals do not overlap.
+async fn stopped_worker_cannot_write_after_its_lease_lapses(backend: Backend) {
+    let Some(app) = short_ttl_app(backend).await else {
+        return;
+    };
+    let database_url = app.db.url().to_owned();
+    let storage = app.work_root.path().join("storage");
+    let storage_arg = storage.to_str().expect("utf-8 path").to_owned();
+    let mut frozen = app
+        .start_worker_process(
+            "frozen",
+            1,
+            &[
+                "--database-url",
+                &database_url,
+                "--storage-dir",
+                &storage_arg,
+                "--cancel-grace",
+                "60",
+            ],
+        )
+        .await;
+    let first = app
+        .dispatch(
+            "sleep_then_write",
+            json!({"seconds": 3, "ignore_cancel": true, "repository_name": "late"}),
+            &["R"],
+            &[],
+        )
+        .await;
+    let running = app.wait_body_started(&first.id).await;
+    assert_eq!(running.worker, "frozen");
+    let health_url = frozen.health_url.clone().expect("health URL");
+    let mut health = HealthWatch::open(connect_eventually(&health_url).await).await;
+    health.wait_for(ServingStatus::Serving).await;
+
+    frozen.signal("STOP");
+    let stopped_at = Instant::now();
+    let survivor_db = database_url.clone();
+    let _survivor = app
+        .start_worker_with("survivor", 1, TaskRegistry::with_content(), |config| {
+            config.database_url = Some(survivor_db);
+            config.storage_dir = storage;
+        })
+        .await;
+    let second = app
+        .dispatch(
+            "sleep_then_write",
+            json!({"seconds": 0, "repository_name": "after"}),
+            &["R"],
+            &[],
+        )
+        .await;
+    let failed = app.wait_final(&first.id).await;
+    eprintln!(
+        "[{backend:?}] frozen writer: its task FAILED {:.3} s after SIGSTOP (TTL {TTL} s)",
+        stopped_at.elapsed().as_secs_f64()
+    );
+    // Had the write landed before SIGSTOP, the task would have COMPLETED.
+    assert_eq!(state(&failed), pb::TaskState::Failed, "{failed:?}");
+    let why = reason(&failed).to_owned();
+    assert!(
+        why.contains("worker") && why.contains("lost"),
+        "reason {why:?}"
+    );
+    let second = app.wait_final(&second.id).await;
+    assert_eq!(state(&second), pb::TaskState::Completed, "{second:?}");
+    assert_eq!(second.worker, "survivor");
+    assert!(
+        micros(&second.started_at) >= micros(&failed.finished_at),
+        "overlap: the second task started before the first one ended: {second:?} {failed:?}"
+    );
+    assert!(body_interval(&second).0 >= micros(&failed.finished_at));
+    let names = repository_names(&app).await;
+    assert!(names.contains(&"after".to_owned()), "{names:?}");
+    assert!(!names.contains(&"late".to_owned()), "{names:?}");
+
+    frozen.signal("CONT");
+    health.wait_for(ServingStatus::NotServing).await;
+    health.wait_for(ServingStatus::Serving).await;
+    // Drain it: it exits once its stale task returned (after its write
+    // attempt: the task ignores the stop and the cancel grace is 60 s) and
+    // every result it held was acknowledged or dropped.
+    frozen.signal("TERM");
+    let Some(status) = frozen.wait_exit(WAIT).await else {
+        panic!("the worker did not exit by itself:\n{}", frozen.log_text());
+    };
+    assert!(status.success(), "{status:?}");
+    let log = frozen.log_text();
+    assert!(
+        log.contains("sleep_then_write: the fence refused the write"),
+        "the resumed worker never tried its write, or it was not refused:\n{log}"
+    );
+    assert!(
+        !log.contains("sleep_then_write: the write committed"),
+        "{log}"
+    );
+    assert_stale_task_refused(backend, &log);
+    let names = repository_names(&app).await;
+    assert!(
+        !names.contains(&"late".to_owned()),
+        "the fenced write landed: {names:?}"
+    );
+    let last = get_task(&mut app.tasks(), &first.id).await;
+    assert_eq!(state(&last), pb::TaskState::Failed, "{last:?}");
+    assert_eq!(reason(&last), why);
+    assert_eq!(last.finished_at, failed.finished_at);
+    assert!(last.result.is_none(), "{last:?}");
+    assert!(last.created_resources.is_empty(), "{last:?}");
 }
 
 /// Shared counters of the dispatching clients, which the test waits on.
@@ -407,21 +553,7 @@ async fn stop_load(
 
 /// Follows a task with WatchTask until it is final.
 async fn wait_final_at(tasks: &mut TasksClient<Channel>, id: &str) -> pb::Task {
-    let mut stream = tasks
-        .watch_task(pb::WatchTaskRequest { id: id.to_owned() })
-        .await
-        .unwrap_or_else(|s| panic!("watch {id}: {s}"))
-        .into_inner();
-    tokio::time::timeout(WAIT, async {
-        while let Some(task) = stream.message().await.expect("watch stream") {
-            if is_final(&task) {
-                return task;
-            }
-        }
-        panic!("watch of {id} ended before the task was final");
-    })
-    .await
-    .unwrap_or_else(|_| panic!("task {id} never reached a final state"))
+    pulp_tests::wait_task(tasks, id, is_final).await
 }
 
 /// True when the two tasks may not run at once.
@@ -460,31 +592,6 @@ fn assert_no_conflicting_overlap(tasks: &[pb::Task]) -> usize {
     pairs
 }
 
-/// Starts a `pulp-scheduler` process on `port` and `database_url` (worker
-/// TTL 10 s) and waits until it is SERVING.
-async fn start_scheduler_process(port: u16, database_url: &str, dir: &Path, log: &str) -> Process {
-    let args: Vec<String> = [
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--database-url",
-        database_url,
-        "--worker-ttl",
-        "10",
-        "--data-dir",
-        dir.to_str().expect("utf-8 path"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let process = Process::start("pulp-scheduler", &args, dir.join(log));
-    wait_for_health(
-        connect_eventually(&format!("http://127.0.0.1:{port}")).await,
-        ServingStatus::Serving,
-    )
-    .await;
-    process
-}
-
 /// A scheduler process is killed with -9 while four clients dispatch short
 /// tasks with mixed claims to two worker processes; it is restarted on the
 /// same port and database. Every acknowledged dispatch exists, every task
@@ -498,7 +605,8 @@ async fn scheduler_killed_under_load_loses_nothing(backend: Backend) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let scheduler = start_scheduler_process(port, db.url(), dir.path(), "scheduler-1.log").await;
+    let scheduler =
+        start_scheduler_process(port, db.url(), dir.path(), "scheduler-1.log", &[]).await;
     let mut workers = Vec::new();
     for name in ["w1", "w2"] {
         workers.push(
@@ -514,7 +622,8 @@ async fn scheduler_killed_under_load_loses_nothing(backend: Backend) {
     let acked_at_kill = counters.acked_now();
     scheduler.kill9();
     let restarted_wall = now_micros();
-    let _scheduler = start_scheduler_process(port, db.url(), dir.path(), "scheduler-2.log").await;
+    let _scheduler =
+        start_scheduler_process(port, db.url(), dir.path(), "scheduler-2.log", &[]).await;
     let outage = killed_at.elapsed();
     let acked_at_restart = counters.acked_now();
     counters.wait_acked(acked_at_restart + 30).await;
@@ -868,7 +977,8 @@ async fn second_sqlite_scheduler_is_refused() {
         dir.path().join("pulp.sqlite").display()
     );
     let first_port = free_port();
-    let first = start_scheduler_process(first_port, &database_url, dir.path(), "first.log").await;
+    let first =
+        start_scheduler_process(first_port, &database_url, dir.path(), "first.log", &[]).await;
 
     let args: Vec<String> = [
         "--listen",
@@ -907,5 +1017,6 @@ async fn second_sqlite_scheduler_is_refused() {
     assert_eq!(serving.status, ServingStatus::Serving as i32);
 
     first.kill9();
-    let _third = start_scheduler_process(free_port(), &database_url, dir.path(), "third.log").await;
+    let _third =
+        start_scheduler_process(free_port(), &database_url, dir.path(), "third.log", &[]).await;
 }
