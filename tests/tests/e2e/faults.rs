@@ -48,6 +48,7 @@ both_databases!(
     hard_cancel_aborts_a_task_that_ignores_cancellation,
     drain_lets_running_tasks_finish_within_the_grace,
     drain_aborts_tasks_past_the_grace,
+    scheduler_sigterm_closes_worker_streams_and_loses_nothing,
 );
 
 /// The worker TTL of the scheduler in most scenarios, in seconds: short, so
@@ -1019,4 +1020,114 @@ async fn second_sqlite_scheduler_is_refused() {
     first.kill9();
     let _third =
         start_scheduler_process(free_port(), &database_url, dir.path(), "third.log", &[]).await;
+}
+
+/// SIGTERM on a scheduler process while a worker process runs a task
+/// holding exclusive[R] and a second task waits on R. The scheduler tells
+/// its workers by ending their streams with UNAVAILABLE "the scheduler is
+/// shutting down" (the status a worker retries on). So: the worker logs
+/// that reason (not a broken connection) and turns NOT_SERVING, keeping its
+/// task running; the scheduler exits 0 on its own, before its drain limit
+/// (no connection had to be cut); it accepts nothing afterwards (a new
+/// connection is refused). Restarted on the same port and database, it gets
+/// the worker back by itself, and both acknowledged tasks complete, one
+/// after the other.
+async fn scheduler_sigterm_closes_worker_streams_and_loses_nothing(backend: Backend) {
+    pulp_tests::init_logs();
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut scheduler =
+        start_scheduler_process(port, db.url(), dir.path(), "scheduler-1.log", &[]).await;
+    let worker = start_worker_process_at(&url, dir.path(), "w", 1, &[]).await;
+    let mut worker_health = HealthWatch::open(
+        connect_eventually(worker.health_url.as_deref().expect("health URL")).await,
+    )
+    .await;
+    worker_health.wait_for(ServingStatus::Serving).await;
+    let mut tasks = TasksClient::new(connect_eventually(&url).await);
+    let mut dispatch = async |seconds: f64| {
+        tasks
+            .dispatch(dispatch_request(
+                "sleep",
+                json!({"seconds": seconds}),
+                &["R"],
+                &[],
+            ))
+            .await
+            .expect("dispatch")
+            .into_inner()
+    };
+    let first = dispatch(2.0).await;
+    let second = dispatch(0.2).await;
+    let running = pulp_tests::wait_task(&mut tasks, &first.id, |t| {
+        state(t) == pb::TaskState::Running && !t.progress_reports.is_empty()
+    })
+    .await;
+    assert_eq!(running.worker, "w");
+    drop(tasks);
+
+    let term_at = Instant::now();
+    scheduler.signal("TERM");
+    worker_health.wait_for(ServingStatus::NotServing).await;
+    let Some(status) = scheduler.wait_exit(WAIT).await else {
+        panic!(
+            "the scheduler did not exit by itself:\n{}",
+            scheduler.log_text()
+        );
+    };
+    let took = term_at.elapsed();
+    eprintln!(
+        "[{backend:?}] scheduler SIGTERM: exited {status:?} {:.3} s after the signal",
+        took.as_secs_f64()
+    );
+    let log = scheduler.log_text();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("closing worker streams"), "{log}");
+    assert!(!log.contains("connections still open"), "{log}");
+    assert!(took < pulp_scheduler::DRAIN_LIMIT, "took {took:?}");
+    let refused = Endpoint::from_shared(url.clone())
+        .expect("endpoint")
+        .connect()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a stopped scheduler accepted a connection"
+    );
+    let worker_log = std::fs::read_to_string(&worker.log).unwrap_or_default();
+    assert!(
+        worker_log.contains(
+            "the scheduler ended the stream with Unavailable: the scheduler is shutting down"
+        ),
+        "the worker was not told that the scheduler shuts down:\n{worker_log}"
+    );
+
+    let restarted_wall = now_micros();
+    let _scheduler =
+        start_scheduler_process(port, db.url(), dir.path(), "scheduler-2.log", &[]).await;
+    worker_health.wait_for(ServingStatus::Serving).await;
+    let channel = connect_eventually(&url).await;
+    let mut tasks = TasksClient::new(channel.clone());
+    let first = wait_final_at(&mut tasks, &first.id).await;
+    let second = wait_final_at(&mut tasks, &second.id).await;
+    for task in [&first, &second] {
+        assert_eq!(state(task), pb::TaskState::Completed, "{task:?}");
+        assert_eq!(task.worker, "w");
+    }
+    assert!(
+        body_interval(&first).1 <= body_interval(&second).0,
+        "the tasks on R overlapped: {first:?} {second:?}"
+    );
+    let workers = WorkersClient::new(channel)
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .expect("list workers")
+        .into_inner()
+        .workers;
+    let w = workers.iter().find(|w| w.name == "w").expect("w is listed");
+    assert_eq!(worker_state(w), pb::WorkerState::Online, "{w:?}");
+    assert!(micros(&w.connected_at) >= restarted_wall, "{w:?}");
 }
