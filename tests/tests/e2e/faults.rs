@@ -1131,3 +1131,98 @@ async fn scheduler_sigterm_closes_worker_streams_and_loses_nothing(backend: Back
     assert_eq!(worker_state(w), pb::WorkerState::Online, "{w:?}");
     assert!(micros(&w.connected_at) >= restarted_wall, "{w:?}");
 }
+
+/// A worker process draining after SIGTERM, with a 60 s shutdown grace and
+/// a task that would run 60 s, exits at once with code 130 on a second
+/// signal (SIGINT here) instead of waiting out the grace. The worker does
+/// not depend on the database: SQLite only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn second_signal_exits_a_draining_worker_at_once() {
+    let Some(app) = short_ttl_app(Backend::Sqlite).await else {
+        return;
+    };
+    let mut worker = app
+        .start_worker_process("drainer", 1, &["--shutdown-grace", "60"])
+        .await;
+    let running = app
+        .dispatch("sleep", json!({"seconds": 60}), &["R"], &[])
+        .await;
+    app.wait_body_started(&running.id).await;
+    let health_url = worker.health_url.clone().expect("health URL");
+    let mut health = HealthWatch::open(connect_eventually(&health_url).await).await;
+    health.wait_for(ServingStatus::Serving).await;
+
+    worker.signal("TERM");
+    health.wait_for(ServingStatus::NotServing).await;
+    assert!(
+        worker.wait_exit(Duration::ZERO).await.is_none(),
+        "the worker exited before its drain was over:\n{}",
+        worker.log_text()
+    );
+    let second_at = Instant::now();
+    worker.signal("INT");
+    let Some(status) = worker.wait_exit(WAIT).await else {
+        panic!(
+            "the worker did not exit on a second signal:\n{}",
+            worker.log_text()
+        );
+    };
+    let took = second_at.elapsed();
+    eprintln!(
+        "second signal: the draining worker exited {status:?} {:.3} s after it",
+        took.as_secs_f64()
+    );
+    assert_eq!(status.code(), Some(130), "{}", worker.log_text());
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(worker.log_text().contains("second signal: exiting at once"));
+    // It left without reporting: the scheduler fails the task (lost worker).
+    let ended = app.wait_final(&running.id).await;
+    assert_eq!(state(&ended), pb::TaskState::Failed, "{ended:?}");
+}
+
+/// A scheduler process shutting down after SIGTERM waits up to its drain
+/// limit (10 s) for open connections; a client holding a health Watch open
+/// keeps it waiting. It turns NOT_SERVING, and a second SIGTERM exits at
+/// once with code 130. The signal handling does not depend on the
+/// database: SQLite only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn second_signal_exits_a_stopping_scheduler_at_once() {
+    pulp_tests::init_logs();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let database_url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("pulp.sqlite").display()
+    );
+    let port = free_port();
+    let mut scheduler =
+        start_scheduler_process(port, &database_url, dir.path(), "scheduler.log", &[]).await;
+    let mut health =
+        HealthWatch::open(connect_eventually(&format!("http://127.0.0.1:{port}")).await).await;
+    health.wait_for(ServingStatus::Serving).await;
+
+    scheduler.signal("TERM");
+    health.wait_for(ServingStatus::NotServing).await;
+    assert!(
+        scheduler.wait_exit(Duration::ZERO).await.is_none(),
+        "the scheduler exited while a Watch was open:\n{}",
+        scheduler.log_text()
+    );
+    let second_at = Instant::now();
+    scheduler.signal("TERM");
+    let Some(status) = scheduler.wait_exit(WAIT).await else {
+        panic!(
+            "the scheduler did not exit on a second signal:\n{}",
+            scheduler.log_text()
+        );
+    };
+    let took = second_at.elapsed();
+    eprintln!(
+        "second signal: the stopping scheduler exited {status:?} {:.3} s after it",
+        took.as_secs_f64()
+    );
+    let log = scheduler.log_text();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(log.contains("second signal: exiting at once"), "{log}");
+    assert!(!log.contains("connections still open"), "{log}");
+}
