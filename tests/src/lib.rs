@@ -65,7 +65,7 @@ pub fn init_logs() {
 /// A database for one test, removed when dropped.
 pub struct TestDb {
     url: String,
-    postgres_name: Option<String>,
+    postgres: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -80,15 +80,21 @@ impl TestDb {
                     "sqlite://{}?mode=rwc",
                     dir.path().join("pulp.sqlite").display()
                 ),
-                postgres_name: None,
+                postgres: false,
                 _dir: dir,
             }),
             Backend::Postgres => {
-                let name = format!("pulp_test_{}", uuid::Uuid::new_v4().simple());
-                match create_postgres_database(&name).await {
+                let created = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    pulp_common::db::throwaway::create(&postgres_admin_url(), "pulp_test"),
+                )
+                .await
+                .context("connect to PostgreSQL: timed out")
+                .and_then(|created| Ok(created?));
+                match created {
                     Ok(url) => Some(TestDb {
                         url,
-                        postgres_name: Some(name),
+                        postgres: true,
                         _dir: dir,
                     }),
                     Err(err) if !in_ci() => {
@@ -107,42 +113,22 @@ impl TestDb {
     }
 }
 
-async fn create_postgres_database(name: &str) -> anyhow::Result<String> {
-    use sqlx::Connection;
-    let admin = postgres_admin_url();
-    let mut conn =
-        tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin))
-            .await
-            .context("connect to PostgreSQL: timed out")??;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut conn)
-        .await?;
-    let base = admin
-        .rsplit_once('/')
-        .map_or(admin.as_str(), |(base, _)| base);
-    Ok(format!("{base}/{name}"))
-}
-
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some(name) = self.postgres_name.take() else {
+        if !self.postgres {
             return;
-        };
+        }
+        let url = self.url.clone();
         // Drop runs outside async: use a small runtime of its own.
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(async {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(&postgres_admin_url()).await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                )))
-                .execute(&mut conn)
-                .await?;
-                anyhow::Ok(())
-            })
+            runtime.block_on(pulp_common::db::throwaway::drop(
+                &postgres_admin_url(),
+                &url,
+            ))?;
+            anyhow::Ok(())
         })
         .join();
     }
