@@ -788,6 +788,49 @@ pub async fn start_scheduler_process(
     process
 }
 
+/// What tests that run our binaries as processes share: a fresh database,
+/// a directory for logs, data and working directories, and a free port for
+/// the scheduler (the same one across its restarts).
+pub struct ProcessEnv {
+    /// The database.
+    pub db: TestDb,
+    /// The directory.
+    pub dir: tempfile::TempDir,
+    /// The scheduler's port.
+    pub port: u16,
+}
+
+impl ProcessEnv {
+    /// A fresh environment on `backend`; `None` when the backend is
+    /// unavailable outside CI.
+    pub async fn new(backend: Backend) -> Option<ProcessEnv> {
+        init_logs();
+        let db = TestDb::new(backend).await?;
+        Some(ProcessEnv {
+            db,
+            dir: tempfile::tempdir().expect("temporary directory"),
+            port: free_port(),
+        })
+    }
+
+    /// The scheduler's URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts a scheduler process on the port and database, logging to
+    /// `log` in the directory ([`start_scheduler_process`]).
+    pub async fn start_scheduler(&self, log: &str, extra: &[&str]) -> Process {
+        start_scheduler_process(self.port, self.db.url(), self.dir.path(), log, extra).await
+    }
+
+    /// Starts a worker process connected to the scheduler
+    /// ([`start_worker_process_at`]).
+    pub async fn start_worker(&self, name: &str, slots: u32, extra: &[&str]) -> Process {
+        start_worker_process_at(&self.url(), self.dir.path(), name, slots, extra).await
+    }
+}
+
 /// A `grpc.health.v1.Health/Watch` stream kept open across status changes,
 /// so that a test sees every change from the moment it opened it (a fresh
 /// Watch would only report the status of the moment).

@@ -23,9 +23,9 @@ use pulp_common::proto::tasking::v1 as pb;
 use pulp_common::proto::tasking::v1::tasks_client::TasksClient;
 use pulp_common::proto::tasking::v1::workers_client::WorkersClient;
 use pulp_tests::{
-    Backend, HealthWatch, PostgresCluster, Process, TaskRegistry, TestApp, TestDb, WAIT,
+    Backend, HealthWatch, PostgresCluster, Process, ProcessEnv, TaskRegistry, TestApp, WAIT,
     body_interval, both_databases, connect_eventually, dispatch_request, free_port, is_final,
-    start_scheduler_process, start_worker_process_at, state, wait_for_health,
+    start_scheduler_process, state, wait_for_health,
 };
 use rand::SeedableRng;
 use serde_json::json;
@@ -42,7 +42,6 @@ use tonic_health::pb::health_check_response::ServingStatus;
 both_databases!(
     killed_worker_fails_its_task_and_frees_the_resource,
     stopped_worker_is_fenced_after_its_lease_lapses,
-    stopped_worker_cannot_write_after_its_lease_lapses,
     scheduler_killed_under_load_loses_nothing,
     timeout_fails_the_task_with_timed_out,
     hard_cancel_aborts_a_task_that_ignores_cancellation,
@@ -156,86 +155,6 @@ async fn killed_worker_fails_its_task_and_frees_the_resource(backend: Backend) {
     assert!(body_interval(&second).0 >= micros(&failed.finished_at));
 }
 
-/// A worker process holding exclusive[R] is frozen with SIGSTOP. Its lease
-/// lapses, its task ends FAILED ("worker lost"), and a second task on R
-/// runs elsewhere and completes. Then the frozen worker resumes: it stops
-/// or drops its stale task, reconnects by itself, and nothing it reports
-/// changes the first task, which stays FAILED.
-async fn stopped_worker_is_fenced_after_its_lease_lapses(backend: Backend) {
-    let Some(app) = short_ttl_app(backend).await else {
-        return;
-    };
-    let mut frozen = app.start_worker_process("frozen", 1, &[]).await;
-    let first = app
-        .dispatch("sleep", json!({"seconds": 4}), &["R"], &[])
-        .await;
-    let running = app.wait_body_started(&first.id).await;
-    assert_eq!(running.worker, "frozen");
-    let health_url = frozen.health_url.clone().expect("health URL");
-    let mut health = HealthWatch::open(connect_eventually(&health_url).await).await;
-    health.wait_for(ServingStatus::Serving).await;
-
-    frozen.signal("STOP");
-    let stopped_at = Instant::now();
-    let _survivor = app.start_worker("survivor", 1).await;
-    let second = app
-        .dispatch("sleep", json!({"seconds": 0.5}), &["R"], &[])
-        .await;
-    let failed = app.wait_final(&first.id).await;
-    eprintln!(
-        "[{backend:?}] frozen worker: its task FAILED {:.3} s after SIGSTOP (TTL {TTL} s)",
-        stopped_at.elapsed().as_secs_f64()
-    );
-    assert_eq!(state(&failed), pb::TaskState::Failed, "{failed:?}");
-    let why = reason(&failed).to_owned();
-    assert!(
-        why.contains("worker") && why.contains("lost"),
-        "reason {why:?}"
-    );
-    let second = app.wait_final(&second.id).await;
-    assert_eq!(state(&second), pb::TaskState::Completed, "{second:?}");
-    assert_eq!(second.worker, "survivor");
-    assert!(
-        micros(&second.started_at) >= micros(&failed.finished_at),
-        "overlap: the second task started before the first one ended"
-    );
-    let workers = list_workers(&app).await;
-    assert_eq!(worker_state(&workers["frozen"]), pb::WorkerState::Lost);
-
-    // Resume it: it notices the lost lease or the closed stream (NOT_SERVING)
-    // and registers again by itself (SERVING).
-    let resumed_at = Instant::now();
-    let resumed_wall = now_micros();
-    frozen.signal("CONT");
-    health.wait_for(ServingStatus::NotServing).await;
-    health.wait_for(ServingStatus::Serving).await;
-    eprintln!(
-        "[{backend:?}] frozen worker: SERVING again {:.3} s after SIGCONT",
-        resumed_at.elapsed().as_secs_f64()
-    );
-    let workers = list_workers(&app).await;
-    let again = &workers["frozen"];
-    assert_eq!(worker_state(again), pb::WorkerState::Online, "{again:?}");
-    assert!(micros(&again.connected_at) >= resumed_wall, "{again:?}");
-    let unchanged = |task: &pb::Task| {
-        assert_eq!(state(task), pb::TaskState::Failed, "{task:?}");
-        assert_eq!(reason(task), why);
-        assert_eq!(task.finished_at, failed.finished_at);
-        assert!(task.result.is_none(), "{task:?}");
-    };
-    unchanged(&get_task(&mut app.tasks(), &first.id).await);
-
-    // Drain it: it exits once every result it still held was acknowledged
-    // (stored or refused), so after its exit nothing it says can arrive.
-    frozen.signal("TERM");
-    let Some(status) = frozen.wait_exit(WAIT).await else {
-        panic!("the worker did not exit by itself:\n{}", frozen.log_text());
-    };
-    assert!(status.success(), "{status:?}");
-    unchanged(&get_task(&mut app.tasks(), &first.id).await);
-    assert_stale_task_refused(backend, &frozen.log_text());
-}
-
 /// Asserts that a resumed worker's log shows its lease loss and the refusal
 /// of its stale task (its late result or the task itself).
 fn assert_stale_task_refused(backend: Backend, log: &str) {
@@ -277,20 +196,21 @@ async fn repository_names(app: &TestApp) -> Vec<String> {
         .collect()
 }
 
-/// As [`stopped_worker_is_fenced_after_its_lease_lapses`], with a task that
-/// has a database write still to come when its worker process is frozen:
-/// `sleep_then_write` (a diagnostic task) sleeps 3 s holding exclusive[R],
-/// then creates repository "late" in a transaction committed through its
-/// fence. The worker is frozen (SIGSTOP) during the sleep; its lease
-/// lapses, the task ends FAILED ("worker lost"), and only then does a second
-/// `sleep_then_write` on R run on another worker and create repository
-/// "after". Then the frozen worker resumes (SIGCONT) and goes on into its
-/// write, which it does not drop on cancellation (`ignore_cancel`, and a
-/// 60 s cancel grace so it is not aborted first): the fence refuses it (the
-/// worker logs so), "late" does not exist, the late result is refused, the
-/// first task is unchanged (FAILED, worker lost, no result), and the two
-/// tasks' RUNNING intervals do not overlap.
-async fn stopped_worker_cannot_write_after_its_lease_lapses(backend: Backend) {
+/// A worker process holding exclusive[R] is frozen with SIGSTOP while its
+/// task has a database write still to come: `sleep_then_write` (a
+/// diagnostic task) sleeps 3 s, then creates repository "late" in a
+/// transaction committed through its fence. The worker's lease lapses, its
+/// task ends FAILED ("worker lost"), the worker is LOST, and only then does
+/// a second `sleep_then_write` on R run on another worker and create
+/// repository "after". Then the frozen worker resumes (SIGCONT): it notices
+/// the lost lease (NOT_SERVING), registers again by itself (SERVING, ONLINE)
+/// and goes on into its write, which it does not drop on cancellation
+/// (`ignore_cancel`, and a 60 s cancel grace so that it is not aborted
+/// first). The fence refuses the write (the worker logs so) and "late" does
+/// not exist; the late result is refused; the first task is unchanged
+/// (FAILED, worker lost, no result); the two tasks' RUNNING intervals do
+/// not overlap.
+async fn stopped_worker_is_fenced_after_its_lease_lapses(backend: Backend) {
     let Some(app) = short_ttl_app(backend).await else {
         return;
     };
@@ -344,7 +264,7 @@ async fn stopped_worker_cannot_write_after_its_lease_lapses(backend: Backend) {
         .await;
     let failed = app.wait_final(&first.id).await;
     eprintln!(
-        "[{backend:?}] frozen writer: its task FAILED {:.3} s after SIGSTOP (TTL {TTL} s)",
+        "[{backend:?}] frozen worker: its task FAILED {:.3} s after SIGSTOP (TTL {TTL} s)",
         stopped_at.elapsed().as_secs_f64()
     );
     // Had the write landed before SIGSTOP, the task would have COMPLETED.
@@ -365,10 +285,22 @@ async fn stopped_worker_cannot_write_after_its_lease_lapses(backend: Backend) {
     let names = repository_names(&app).await;
     assert!(names.contains(&"after".to_owned()), "{names:?}");
     assert!(!names.contains(&"late".to_owned()), "{names:?}");
+    let workers = list_workers(&app).await;
+    assert_eq!(worker_state(&workers["frozen"]), pb::WorkerState::Lost);
 
+    let resumed_at = Instant::now();
+    let resumed_wall = now_micros();
     frozen.signal("CONT");
     health.wait_for(ServingStatus::NotServing).await;
     health.wait_for(ServingStatus::Serving).await;
+    eprintln!(
+        "[{backend:?}] frozen worker: SERVING again {:.3} s after SIGCONT",
+        resumed_at.elapsed().as_secs_f64()
+    );
+    let workers = list_workers(&app).await;
+    let again = &workers["frozen"];
+    assert_eq!(worker_state(again), pb::WorkerState::Online, "{again:?}");
+    assert!(micros(&again.connected_at) >= resumed_wall, "{again:?}");
     // Drain it: it exits once its stale task returned (after its write
     // attempt: the task ignores the stop and the cancel grace is 60 s) and
     // every result it held was acknowledged or dropped.
@@ -599,20 +531,14 @@ fn assert_no_conflicting_overlap(tasks: &[pb::Task]) -> usize {
 /// completes, no conflicting pair overlapped, and both workers reconnected
 /// by themselves.
 async fn scheduler_killed_under_load_loses_nothing(backend: Backend) {
-    pulp_tests::init_logs();
-    let Some(db) = TestDb::new(backend).await else {
+    let Some(env) = ProcessEnv::new(backend).await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let scheduler =
-        start_scheduler_process(port, db.url(), dir.path(), "scheduler-1.log", &[]).await;
+    let url = env.url();
+    let scheduler = env.start_scheduler("scheduler-1.log", &[]).await;
     let mut workers = Vec::new();
     for name in ["w1", "w2"] {
-        workers.push(
-            start_worker_process_at(&url, dir.path(), name, 4, &["--cancel-grace", "1"]).await,
-        );
+        workers.push(env.start_worker(name, 4, &["--cancel-grace", "1"]).await);
     }
 
     let stop = CancellationToken::new();
@@ -623,8 +549,7 @@ async fn scheduler_killed_under_load_loses_nothing(backend: Backend) {
     let acked_at_kill = counters.acked_now();
     scheduler.kill9();
     let restarted_wall = now_micros();
-    let _scheduler =
-        start_scheduler_process(port, db.url(), dir.path(), "scheduler-2.log", &[]).await;
+    let _scheduler = env.start_scheduler("scheduler-2.log", &[]).await;
     let outage = killed_at.elapsed();
     let acked_at_restart = counters.acked_now();
     counters.wait_acked(acked_at_restart + 30).await;
@@ -1033,16 +958,12 @@ async fn second_sqlite_scheduler_is_refused() {
 /// the worker back by itself, and both acknowledged tasks complete, one
 /// after the other.
 async fn scheduler_sigterm_closes_worker_streams_and_loses_nothing(backend: Backend) {
-    pulp_tests::init_logs();
-    let Some(db) = TestDb::new(backend).await else {
+    let Some(env) = ProcessEnv::new(backend).await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut scheduler =
-        start_scheduler_process(port, db.url(), dir.path(), "scheduler-1.log", &[]).await;
-    let worker = start_worker_process_at(&url, dir.path(), "w", 1, &[]).await;
+    let url = env.url();
+    let mut scheduler = env.start_scheduler("scheduler-1.log", &[]).await;
+    let worker = env.start_worker("w", 1, &[]).await;
     let mut worker_health = HealthWatch::open(
         connect_eventually(worker.health_url.as_deref().expect("health URL")).await,
     )
@@ -1106,8 +1027,7 @@ async fn scheduler_sigterm_closes_worker_streams_and_loses_nothing(backend: Back
     );
 
     let restarted_wall = now_micros();
-    let _scheduler =
-        start_scheduler_process(port, db.url(), dir.path(), "scheduler-2.log", &[]).await;
+    let _scheduler = env.start_scheduler("scheduler-2.log", &[]).await;
     worker_health.wait_for(ServingStatus::Serving).await;
     let channel = connect_eventually(&url).await;
     let mut tasks = TasksClient::new(channel.clone());

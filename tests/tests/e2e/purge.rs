@@ -4,8 +4,8 @@
 use pulp_common::proto::tasking::v1 as pb;
 use pulp_common::proto::tasking::v1::tasks_client::TasksClient;
 use pulp_tests::{
-    Backend, TestApp, TestDb, WAIT, both_databases, connect_eventually, dispatch_request,
-    free_port, is_final, start_scheduler_process, start_worker_process_at, state,
+    Backend, ProcessEnv, TestApp, WAIT, both_databases, connect_eventually, dispatch_request,
+    is_final, state,
 };
 use sea_orm::{ConnectionTrait, Value};
 use serde_json::json;
@@ -172,15 +172,12 @@ async fn get(tasks: &mut TasksClient<Channel>, id: &str) -> Result<pb::Task, Cod
 /// created two days ago; a second scheduler process on the same database,
 /// with the setting, purges exactly the three old final tasks.
 async fn retention_purges_old_finished_tasks_at_start(backend: Backend) {
-    pulp_tests::init_logs();
-    let Some(db) = TestDb::new(backend).await else {
+    let Some(env) = ProcessEnv::new(backend).await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut first = start_scheduler_process(port, db.url(), dir.path(), "first.log", &[]).await;
-    let mut worker = start_worker_process_at(&url, dir.path(), "w", 2, &[]).await;
+    let url = env.url();
+    let mut first = env.start_scheduler("first.log", &[]).await;
+    let mut worker = env.start_worker("w", 2, &[]).await;
     let mut tasks = TasksClient::new(connect_eventually(&url).await);
     let old_completed = dispatch(&mut tasks, "noop").await;
     let old_failed = dispatch(&mut tasks, "fail").await;
@@ -203,7 +200,7 @@ async fn retention_purges_old_finished_tasks_at_start(backend: Backend) {
     first.signal("TERM");
     assert!(first.wait_exit(WAIT).await.is_some_and(|s| s.success()));
 
-    let conn = pulp_common::db::connect(db.url(), &Default::default())
+    let conn = pulp_common::db::connect(env.db.url(), &Default::default())
         .await
         .expect("connect to the test database");
     let two_days_ago = pulp_common::time::now_micros() - 2 * 86_400 * 1_000_000;
@@ -225,14 +222,9 @@ async fn retention_purges_old_finished_tasks_at_start(backend: Backend) {
     }
     conn.close().await.expect("close");
 
-    let second = start_scheduler_process(
-        port,
-        db.url(),
-        dir.path(),
-        "second.log",
-        &["--task-retention-days", "1"],
-    )
-    .await;
+    let second = env
+        .start_scheduler("second.log", &["--task-retention-days", "1"])
+        .await;
     second
         .wait_for_log("retention purged finished tasks", WAIT)
         .await
