@@ -60,15 +60,7 @@ impl Databases {
                 dir.join(format!("{name}.sqlite")).display()
             )),
             Databases::Postgres(server) => {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(server).await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-                    .execute(&mut conn)
-                    .await?;
-                let base = server
-                    .rsplit_once('/')
-                    .map_or(server.as_str(), |(base, _)| base);
-                Ok(format!("{base}/{name}"))
+                Ok(pulp_common::db::throwaway::create(server, "pulp_bench").await?)
             }
         }
     }
@@ -86,17 +78,7 @@ impl Databases {
                 }
             }
             Databases::Postgres(server) => {
-                use sqlx::Connection;
-                let Some((_, name)) = url.rsplit_once('/') else {
-                    return;
-                };
-                if let Ok(mut conn) = sqlx::PgConnection::connect(server).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                }
+                let _ = pulp_common::db::throwaway::drop(server, url).await;
             }
         }
     }

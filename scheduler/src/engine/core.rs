@@ -411,15 +411,10 @@ impl Core {
                 }
                 WorkerEvent::Disconnected => self.disconnect(session),
                 WorkerEvent::Heartbeat => {
-                    // The worker is alive even if the database is not.
-                    self.renew(session);
-                    if let Some(outbox) = self.outbox_of(session) {
-                        let renewed = pb::LeaseRenewed {
-                            lease_ttl_seconds: self.settings.worker_ttl.as_secs_f64(),
-                        };
-                        let _ = outbox.send(Ok(message(
-                            pb::scheduler_message::Message::LeaseRenewed(renewed),
-                        )));
+                    // The worker is alive even if the database is not. A
+                    // failed round drops its messages: answer now.
+                    if let Some((outbox, renewed)) = self.renew(session) {
+                        let _ = outbox.send(Ok(renewed));
                     }
                 }
                 WorkerEvent::Progress { .. } | WorkerEvent::Draining => {}
@@ -801,12 +796,21 @@ impl Core {
         self.sessions.get(name).map(|s| s.outbox.clone())
     }
 
-    fn renew(&mut self, session: SessionId) {
-        if let Some(name) = self.session_names.get(&session) {
-            self.leases
-                .insert(name.clone(), Instant::now() + self.settings.worker_ttl);
-            self.heartbeats.insert(name.clone());
-        }
+    /// Renews the lease of `session`'s worker (a Heartbeat) and returns the
+    /// `LeaseRenewed` answer for its stream; `None` for a superseded stream.
+    fn renew(&mut self, session: SessionId) -> Option<(Outbox, pb::SchedulerMessage)> {
+        let name = self.session_names.get(&session)?;
+        self.leases
+            .insert(name.clone(), Instant::now() + self.settings.worker_ttl);
+        self.heartbeats.insert(name.clone());
+        let renewed = pb::LeaseRenewed {
+            lease_ttl_seconds: self.settings.worker_ttl.as_secs_f64(),
+        };
+        let outbox = self.outbox_of(session)?;
+        Some((
+            outbox,
+            message(pb::scheduler_message::Message::LeaseRenewed(renewed)),
+        ))
     }
 
     fn disconnect(&mut self, session: SessionId) {
@@ -834,16 +838,7 @@ impl Core {
         };
         match event {
             WorkerEvent::Heartbeat => {
-                self.renew(session);
-                if let Some(s) = self.sessions.get(&name) {
-                    let renewed = pb::LeaseRenewed {
-                        lease_ttl_seconds: self.settings.worker_ttl.as_secs_f64(),
-                    };
-                    effects.messages.push((
-                        s.outbox.clone(),
-                        message(pb::scheduler_message::Message::LeaseRenewed(renewed)),
-                    ));
-                }
+                effects.messages.extend(self.renew(session));
             }
             WorkerEvent::Draining => {
                 if let Some(s) = self.sessions.get_mut(&name) {
