@@ -108,7 +108,19 @@ impl System {
             .local_addr()?
             .port();
         let url = format!("http://127.0.0.1:{port}");
-        let scheduler = Command::new(&exe)
+        // PULP_BENCH_SCHEDULER_PREFIX runs the scheduler under a profiler,
+        // e.g. "valgrind --tool=callgrind".
+        let prefix = std::env::var("PULP_BENCH_SCHEDULER_PREFIX").unwrap_or_default();
+        let mut command = prefix.split_whitespace().map(std::ffi::OsString::from);
+        let mut scheduler = match command.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(command).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let scheduler = scheduler
             .args([
                 "--listen",
                 &format!("127.0.0.1:{port}"),
@@ -220,6 +232,17 @@ impl System {
         }
         for (_, handle) in self.workers.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        }
+        // SIGTERM first, so that a profiler wrapping it writes its output.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.scheduler.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.scheduler.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = self.scheduler.kill();
         let _ = self.scheduler.wait();

@@ -29,6 +29,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+/// The longest a round waits for more commands ([`Core::gather`]).
+const GATHER: Duration = Duration::from_millis(1);
+/// Rounds smaller than this are not followed by a gathering wait.
+const GATHER_FROM: usize = 4;
+
 /// gRPC code numbers used in ResultAck.
 const CODE_OK: i32 = 0;
 const CODE_NOT_FOUND: i32 = 5;
@@ -172,6 +177,7 @@ impl Core {
             warn!(error = %err, "cannot load the task state yet; will retry");
         }
         let mut batch = Vec::with_capacity(self.settings.max_round);
+        let mut last_round = 0;
         loop {
             let lease_deadline = self.leases.values().min().copied();
             // While the state is stale, retry the rebuild once a second.
@@ -187,6 +193,8 @@ impl Core {
                 }
                 _ = sleep_until(wake) => {}
             }
+            self.gather(&mut batch, last_round).await;
+            last_round = batch.len();
             self.round(std::mem::take(&mut batch)).await;
             if self.fenced {
                 warn!("a newer leader took over: stopping this engine");
@@ -199,6 +207,27 @@ impl Core {
             )));
         }
         info!("engine stopped");
+    }
+
+    /// Under load, waits briefly for the rest of a round. Callers answered
+    /// by the last round send their next commands a moment after its
+    /// commit; a round that started on the first of them would leave the
+    /// others to wait for the round after (a convoy that halves the batch).
+    /// So when the last round was busy and this one is smaller, it waits
+    /// up to [`GATHER`] for as many commands as the last round had. An idle
+    /// system (one command at a time) never waits.
+    async fn gather(&mut self, batch: &mut Vec<Command>, last_round: usize) {
+        if last_round < GATHER_FROM || batch.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + GATHER;
+        while batch.len() < last_round.min(self.settings.max_round) {
+            let room = self.settings.max_round - batch.len();
+            match tokio::time::timeout_at(deadline, self.rx.recv_many(batch, room)).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
     }
 
     async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
