@@ -61,8 +61,8 @@ use pulp_common::proto::tasking::v1::{
 };
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tracing::info;
 

@@ -581,13 +581,23 @@ impl Core {
         if accepted.is_empty() {
             return Ok(());
         }
-        let seqs = tasks::insert(txn, &accepted, now).await?;
-        for ((task, seq), reply) in accepted.into_iter().zip(seqs).zip(replies) {
+        let claims: Vec<&ResourceClaims> = accepted.iter().map(|t| &t.claims).collect();
+        let unblocked = self.reservations.admits_at_tail(&claims);
+        let seqs = tasks::insert(txn, &accepted, &unblocked, now).await?;
+        for (((task, seq), reply), predicted) in
+            accepted.into_iter().zip(seqs).zip(replies).zip(unblocked)
+        {
             let runnable = self.reservations.add(seq, &task.claims);
+            if runnable != predicted {
+                return Err(DbErr::Custom(format!(
+                    "task {} stored as {} but the reservations say otherwise",
+                    task.id,
+                    if predicted { "unblocked" } else { "blocked" }
+                )));
+            }
             let func: Arc<str> = Arc::from(task.func.as_str());
             if runnable {
                 self.ready.entry(func.clone()).or_default().insert(seq);
-                self.unblocked.push(seq);
             }
             self.ids.insert(task.id, seq);
             self.tasks.insert(
