@@ -11,4 +11,5 @@ mod health;
 mod purge;
 mod replicas;
 mod reservations;
+mod security;
 mod tasks;

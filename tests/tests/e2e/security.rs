@@ -1,0 +1,213 @@
+//! TLS, worker client certificates and client bearer tokens (certificates
+//! made at test time, see `pulp_tests::pki`): refusals carry the right
+//! status and change nothing; the right credentials work; health and
+//! reflection need none.
+
+use pulp_common::proto::tasking::v1 as pb;
+use pulp_common::proto::tasking::v1::{tasks_client::TasksClient, workers_client::WorkersClient};
+use pulp_tests::pki::{Pki, TOKEN};
+use pulp_tests::{Backend, TestApp, bearer, both_databases, connect_to, dispatch_request};
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+both_databases!(
+    tokens_are_required_and_refusals_change_nothing,
+    workers_need_a_certificate_signed_by_the_worker_ca,
+);
+
+async fn tokens_are_required_and_refusals_change_nothing(backend: Backend) {
+    let pki = Pki::new();
+    let Some(app) = TestApp::spawn_secure(backend, &pki, |_| {}).await else {
+        return;
+    };
+    let request = || dispatch_request("noop", serde_json::json!({}), &[], &[]);
+
+    // No token, a wrong token, a token without the Bearer scheme.
+    let err = app.tasks().dispatch(request()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    let mut wrong = TasksClient::with_interceptor(
+        app.channel.clone(),
+        bearer("not-the-token-0123456789abcdef"),
+    );
+    let err = wrong.dispatch(request()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    let err = wrong
+        .list_tasks(pb::ListTasksRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    let err = app
+        .workers()
+        .list_workers(pb::ListWorkersRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+
+    // Nothing was created.
+    let mut tasks = TasksClient::with_interceptor(app.channel.clone(), bearer(TOKEN));
+    let listed = tasks
+        .list_tasks(pb::ListTasksRequest::default())
+        .await
+        .expect("list with the token")
+        .into_inner();
+    assert!(listed.tasks.is_empty(), "{:?}", listed.tasks);
+
+    // The right token works.
+    let task = tasks
+        .dispatch(request())
+        .await
+        .expect("dispatch with the token")
+        .into_inner();
+    assert_eq!(pulp_tests::state(&task), pb::TaskState::Waiting);
+
+    // Plain HTTP/2 is not served.
+    let plain = connect_to(app.address, None, None).await;
+    if let Ok(channel) = plain {
+        HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await
+            .expect_err("plain HTTP/2 to a TLS server");
+    }
+
+    // Health and reflection need no credentials.
+    let status = HealthClient::new(app.channel.clone())
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("health without credentials")
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+    let services = reflection_services(app.channel.clone()).await;
+    assert!(
+        services.iter().any(|s| s == "pulp.tasking.v1.Tasks"),
+        "{services:?}"
+    );
+    app.stop().await;
+}
+
+async fn workers_need_a_certificate_signed_by_the_worker_ca(backend: Backend) {
+    let pki = Pki::new();
+    let Some(app) = TestApp::spawn_secure(backend, &pki, |_| {}).await else {
+        return;
+    };
+    let ca = app.tls_ca.clone();
+    let hello = || {
+        let hello = pb::WorkerMessage {
+            message: Some(pb::worker_message::Message::Hello(pb::Hello {
+                name: "intruder".into(),
+                slots: 1,
+                funcs: vec!["noop".into()],
+                instance_id: uuid::Uuid::new_v4().to_string(),
+                ..Default::default()
+            })),
+        };
+        tokio_stream::iter(vec![hello])
+    };
+
+    // No client certificate.
+    let err = app
+        .workers()
+        .connect(hello())
+        .await
+        .expect_err("no certificate, no stream");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+
+    // A client token is not a worker credential.
+    let err = WorkersClient::with_interceptor(app.channel.clone(), bearer(TOKEN))
+        .connect(hello())
+        .await
+        .expect_err("a client token opens no worker stream");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+
+    // A certificate from another CA fails the TLS handshake.
+    match connect_to(app.address, ca.as_deref(), Some(&pki.rogue_worker)).await {
+        Err(_) => {}
+        Ok(channel) => {
+            let err = WorkersClient::new(channel)
+                .connect(hello())
+                .await
+                .expect_err("a rogue certificate opens no stream");
+            assert_ne!(err.code(), Code::Ok, "{err}");
+        }
+    }
+
+    // Nothing was registered.
+    let mut workers = WorkersClient::with_interceptor(app.channel.clone(), bearer(TOKEN));
+    let listed = workers
+        .list_workers(pb::ListWorkersRequest::default())
+        .await
+        .expect("list workers with the token")
+        .into_inner();
+    assert!(listed.workers.is_empty(), "{:?}", listed.workers);
+
+    // The right certificate: a real worker runs a task to completion.
+    let worker = app
+        .start_worker_with("w", 1, pulp_tests::TaskRegistry::builtin(), |config| {
+            config.tls_ca = Some(pki.ca.clone());
+            config.tls_cert = Some(pki.worker.cert.clone());
+            config.tls_key = Some(pki.worker.key.clone());
+        })
+        .await;
+    let mut tasks = TasksClient::with_interceptor(app.channel.clone(), bearer(TOKEN));
+    let task = tasks
+        .dispatch(dispatch_request("noop", serde_json::json!({}), &[], &[]))
+        .await
+        .expect("dispatch")
+        .into_inner();
+    let mut watch = tasks
+        .watch_task(pb::WatchTaskRequest {
+            id: task.id.clone(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let done = tokio::time::timeout(pulp_tests::WAIT, async {
+        while let Some(t) = watch.message().await.expect("watch stream") {
+            if pulp_tests::is_final(&t) {
+                return t;
+            }
+        }
+        panic!("watch ended early");
+    })
+    .await
+    .expect("task finished in time");
+    assert_eq!(pulp_tests::state(&done), pb::TaskState::Completed);
+    let listed = workers
+        .list_workers(pb::ListWorkersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = listed.workers.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["w"]);
+    worker.stop().await.unwrap();
+    app.stop().await;
+}
+
+/// The services the reflection service lists, asked without credentials.
+async fn reflection_services(channel: tonic::transport::Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("reflection without credentials")
+        .into_inner();
+    let response = stream
+        .message()
+        .await
+        .expect("reflection answer")
+        .expect("one answer");
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
