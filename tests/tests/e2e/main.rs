@@ -9,6 +9,7 @@ mod faults;
 mod groups;
 mod health;
 mod purge;
+mod python_client;
 mod replicas;
 mod reservations;
 mod security;
