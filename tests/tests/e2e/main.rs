@@ -8,6 +8,7 @@ mod content;
 mod faults;
 mod groups;
 mod health;
+mod observability;
 mod purge;
 mod python_client;
 mod replicas;
