@@ -23,20 +23,32 @@ use std::path::PathBuf;
 /// The id of the flag naming the TOML file.
 pub const CONFIG_FILE: &str = "config";
 
+/// Where the effective settings came from, for [`render`].
+#[derive(Debug, Clone)]
+pub struct Sources {
+    matches: ArgMatches,
+    from_file: Vec<String>,
+}
+
 /// Parses `args` (program name first) into `C`, layering flags over
 /// environment over the TOML file named by `--config`/`PULP_CONFIG`.
-/// Returns the settings and clap's matches (for [`render`]). A clap usage
-/// error is returned as such so that the caller can `exit()` with it.
+/// Returns the settings and where each came from (for [`render`]). A clap
+/// usage error is returned as such so that the caller can `exit()` with it.
 pub fn parse<C: CommandFactory + FromArgMatches>(
     args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
-) -> Result<(C, ArgMatches), SettingsError> {
+) -> Result<(C, Sources), SettingsError> {
     let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let command = C::command();
     let matches = command.clone().try_get_matches_from(&args)?;
     let Some(path) = matches.get_one::<PathBuf>(CONFIG_FILE).cloned() else {
         let config = C::from_arg_matches(&matches)?;
-        return Ok((config, matches));
+        let sources = Sources {
+            matches,
+            from_file: Vec::new(),
+        };
+        return Ok((config, sources));
     };
+    let mut from_file = Vec::new();
     let text = std::fs::read_to_string(&path).map_err(|source| SettingsError::Read {
         path: path.clone(),
         source,
@@ -64,6 +76,7 @@ pub fn parse<C: CommandFactory + FromArgMatches>(
             continue;
         }
         let long = format!("--{}", arg.get_long().expect("checked above"));
+        from_file.push(id.clone());
         let bad = |why: &str| SettingsError::BadValue {
             path: path.clone(),
             key: key.clone(),
@@ -87,7 +100,7 @@ pub fn parse<C: CommandFactory + FromArgMatches>(
             message: err.to_string(),
         })?;
     let config = C::from_arg_matches(&matches)?;
-    Ok((config, matches))
+    Ok((config, Sources { matches, from_file }))
 }
 
 fn known_keys(command: &clap::Command) -> String {
@@ -105,10 +118,11 @@ fn known_keys(command: &clap::Command) -> String {
 /// through `mask` (e.g. a URL without its password).
 pub fn render(
     command: &clap::Command,
-    matches: &ArgMatches,
+    sources: &Sources,
     secrets: &[&str],
     mask: impl Fn(&str, &str) -> String,
 ) -> String {
+    let matches = &sources.matches;
     let mut out = String::new();
     for arg in command.get_arguments() {
         let id = arg.get_id().as_str();
@@ -119,6 +133,7 @@ pub fn render(
             continue;
         }
         let source = match matches.value_source(id) {
+            _ if sources.from_file.iter().any(|f| f == id) => "file",
             Some(ValueSource::CommandLine) => "flag",
             Some(ValueSource::EnvVariable) => "environment",
             Some(ValueSource::DefaultValue) => "default",

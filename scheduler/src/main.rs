@@ -6,9 +6,9 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (config, matches) = Config::load();
+    let (config, sources) = Config::load();
     if config.print_config {
-        print!("{}", Config::render(&matches));
+        print!("{}", Config::render(&sources));
         return config.validate();
     }
     pulp_common::telemetry::init(config.log_format);

@@ -10,9 +10,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 fn main() -> ExitCode {
-    let (config, matches) = Config::load();
+    let (config, sources) = Config::load();
     if config.print_config {
-        print!("{}", Config::render(&matches));
+        print!("{}", Config::render(&sources));
         return ExitCode::SUCCESS;
     }
     pulp_common::telemetry::init(config.log_format);

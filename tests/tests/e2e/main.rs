@@ -4,6 +4,7 @@
 mod bad_input;
 mod cancel;
 mod cli;
+mod config;
 mod content;
 mod faults;
 mod groups;
