@@ -44,7 +44,8 @@ pub struct Cli {
     )]
     pub token: Option<String>,
 
-    /// File holding the bearer token (its first line).
+    /// File holding the bearer token (its first line that is not blank or a
+    /// `#` comment).
     #[arg(
         long,
         global = true,

@@ -64,7 +64,10 @@ fn credentials(cli: &Cli) -> Result<client::Credentials, CliError> {
         (Some(token), _) => Some(token.trim().to_owned()),
         (None, Some(path)) => {
             let text = String::from_utf8_lossy(&read(path, "--token-file")?).into_owned();
-            let first = text.lines().map(str::trim).find(|l| !l.is_empty());
+            let first = text
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with('#'));
             Some(
                 first
                     .ok_or_else(|| {

@@ -211,3 +211,38 @@ async fn reflection_services(channel: tonic::transport::Channel) -> Vec<String> 
         other => panic!("unexpected reflection answer {other:?}"),
     }
 }
+
+/// pulpctl with `--tls-ca` and `--token-file` works; without the token it
+/// reports UNAUTHENTICATED and exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pulpctl_speaks_tls_with_a_token() {
+    let pki = Pki::new();
+    let app = TestApp::spawn_secure(Backend::Sqlite, &pki, |_| {})
+        .await
+        .expect("a SQLite scheduler");
+    let pulpctl = |extra: &[&str]| {
+        let mut command = std::process::Command::new(pulp_tests::binary("pulpctl"));
+        command
+            .args(["--scheduler", &app.url()])
+            .args(["--tls-ca", pki.ca.to_str().unwrap()])
+            .args(extra)
+            .env_remove("PULP_TOKEN")
+            .env_remove("PULP_TOKEN_FILE");
+        command.output().expect("run pulpctl")
+    };
+    let denied = pulpctl(&["list"]);
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert_eq!(denied.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("UNAUTHENTICATED"), "{stderr}");
+
+    let tokens = pki.tokens_file.to_str().unwrap();
+    let ok = pulpctl(&["--token-file", tokens, "--json", "dispatch", "noop"]);
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(stdout.contains("noop"), "{stdout}");
+    app.stop().await;
+}
