@@ -246,3 +246,116 @@ async fn pulpctl_speaks_tls_with_a_token() {
     assert!(stdout.contains("noop"), "{stdout}");
     app.stop().await;
 }
+
+/// Two TLS replicas on one PostgreSQL database: a worker (with its client
+/// certificate) and a client (with its token) both talk only to the
+/// follower, which relays the worker stream, the dispatch and the watch to
+/// the leader over TLS; the task completes. The follower itself refuses a
+/// call without a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_relays_to_the_leader_over_tls_with_credentials() {
+    pulp_tests::init_logs();
+    let Some(db) = pulp_tests::TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let pki = Pki::new();
+    let ca = pki.ca_pem();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut config = pulp_scheduler::Config::new(db.url());
+        config.advertise_address = Some(address.to_string());
+        config.tls_cert = Some(pki.server.cert.clone());
+        config.tls_key = Some(pki.server.key.clone());
+        config.worker_ca = Some(pki.ca.clone());
+        config.client_tokens_file = Some(pki.tokens_file.clone());
+        let handle = tokio::spawn(pulp_scheduler::run(config, listener, stop.child_token()));
+        let channel = connect_to(address, Some(&ca), None).await.expect("connect");
+        pulp_tests::wait_for_health(channel.clone(), ServingStatus::Serving).await;
+        replicas.push((address, channel, handle));
+    }
+    // The leader is whoever took the lock; the test talks to the other one.
+    let leader = tokio::time::timeout(pulp_tests::WAIT, async {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(db.url())
+            .await
+            .expect("connect");
+        loop {
+            let row: Option<(String,)> =
+                sqlx::query_as("SELECT address FROM scheduler_leader WHERE id = 1")
+                    .fetch_optional(&mut conn)
+                    .await
+                    .expect("query the leader");
+            if let Some((address,)) = row {
+                return address;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a leader is elected");
+    let (follower, channel, _) = replicas
+        .iter()
+        .find(|(address, _, _)| address.to_string() != leader)
+        .expect("a follower");
+
+    let health = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let health_address = health.local_addr().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut config = pulp_worker::Config::for_tests(format!("https://{follower}"), work.path());
+    config.tls_ca = Some(pki.ca.clone());
+    config.tls_cert = Some(pki.worker.cert.clone());
+    config.tls_key = Some(pki.worker.key.clone());
+    let worker_stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(pulp_worker::run_with(
+        config,
+        pulp_tests::TaskRegistry::builtin(),
+        Some(health),
+        worker_stop.clone(),
+    ));
+    pulp_tests::wait_for_health(
+        pulp_tests::connect_eventually(&format!("http://{health_address}")).await,
+        ServingStatus::Serving,
+    )
+    .await;
+
+    let request = || dispatch_request("noop", serde_json::json!({}), &[], &[]);
+    let err = TasksClient::new(channel.clone())
+        .dispatch(request())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    let mut tasks = TasksClient::with_interceptor(channel.clone(), bearer(TOKEN));
+    let task = tasks
+        .dispatch(request())
+        .await
+        .expect("dispatch through the follower")
+        .into_inner();
+    let mut watch = tasks
+        .watch_task(pb::WatchTaskRequest {
+            id: task.id.clone(),
+        })
+        .await
+        .expect("watch through the follower")
+        .into_inner();
+    let done = tokio::time::timeout(pulp_tests::WAIT, async {
+        while let Some(t) = watch.message().await.expect("watch stream") {
+            if pulp_tests::is_final(&t) {
+                return t;
+            }
+        }
+        panic!("watch ended early");
+    })
+    .await
+    .expect("the task finished in time");
+    assert_eq!(pulp_tests::state(&done), pb::TaskState::Completed);
+
+    worker_stop.cancel();
+    let _ = tokio::time::timeout(pulp_tests::WAIT, worker).await;
+    stop.cancel();
+    for (_, _, handle) in replicas {
+        let _ = tokio::time::timeout(pulp_tests::WAIT, handle).await;
+    }
+}
