@@ -80,6 +80,12 @@ pub struct Config {
     #[arg(long, env = "PULP_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Address of a second, plain-HTTP/2 gRPC server with only the health
+    /// service, as IP:PORT: for Kubernetes `grpc:` probes, which cannot
+    /// speak TLS. Default: none (health is served on `--listen` only).
+    #[arg(long, env = "PULP_HEALTH_LISTEN", value_name = "ADDR")]
+    pub health_listen: Option<SocketAddr>,
+
     /// PEM certificate (chain) to serve gRPC over TLS with; needs
     /// `--tls-key`. Default: plain HTTP/2.
     #[arg(long, env = "PULP_TLS_CERT", value_name = "FILE", requires = "tls_key")]
@@ -147,6 +153,7 @@ impl Config {
             storage_dir: PathBuf::from(".pulp/storage"),
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             metrics_listen: None,
+            health_listen: None,
             tls_cert: None,
             tls_key: None,
             worker_ca: None,

@@ -159,6 +159,25 @@ pub async fn run(
             shutdown.child_token(),
         ));
     }
+    let probes = match config.health_listen {
+        Some(address) => {
+            let listener = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("bind --health-listen {address}"))?;
+            info!(address = %listener.local_addr()?, "serving plain gRPC health checks for probes");
+            let health_service = health_service.clone();
+            let shutdown = shutdown.clone();
+            Some(tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(health_service)
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(listener),
+                        shutdown.cancelled_owned(),
+                    ),
+            ))
+        }
+        None => None,
+    };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pulp_common::proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -250,6 +269,9 @@ pub async fn run(
     engine_stop.cancel();
     let _ = engine_task.await;
     let _ = monitor.await;
+    if let Some(probes) = probes {
+        let _ = probes.await;
+    }
     for worker in &mut workers {
         let _ = worker.start_kill();
     }

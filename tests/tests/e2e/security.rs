@@ -18,7 +18,12 @@ both_databases!(
 
 async fn tokens_are_required_and_refusals_change_nothing(backend: Backend) {
     let pki = Pki::new();
-    let Some(app) = TestApp::spawn_secure(backend, &pki, |_| {}).await else {
+    let probe_port = pulp_tests::free_port();
+    let Some(app) = TestApp::spawn_secure(backend, &pki, |config| {
+        config.health_listen = Some(([127, 0, 0, 1], probe_port).into());
+    })
+    .await
+    else {
         return;
     };
     let request = || dispatch_request("noop", serde_json::json!({}), &[], &[]);
@@ -75,6 +80,15 @@ async fn tokens_are_required_and_refusals_change_nothing(backend: Backend) {
         .check(HealthCheckRequest::default())
         .await
         .expect("health without credentials")
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+    // Kubernetes probes speak plain HTTP/2: --health-listen serves them.
+    let probe = pulp_tests::connect_eventually(&format!("http://127.0.0.1:{probe_port}")).await;
+    let status = HealthClient::new(probe)
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("plain health for probes")
         .into_inner()
         .status;
     assert_eq!(status, ServingStatus::Serving as i32);
