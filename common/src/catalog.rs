@@ -26,5 +26,10 @@ pub const BUILTIN_TASKS: &[&str] = &[NOOP, SLEEP, FAIL, PANIC];
 /// next version. Dispatched by `pulp.content.v1.Repositories.Modify`.
 pub const ADD_AND_REMOVE: &str = "add_and_remove";
 
+/// A diagnostic content task: sleeps like [`SLEEP`], then creates the
+/// repository `kwargs.repository_name` through the task's fence (tests use
+/// it to show that a worker paused past its lease cannot write).
+pub const SLEEP_THEN_WRITE: &str = "sleep_then_write";
+
 /// Every content task the shipped worker registers when it has a database.
-pub const CONTENT_TASKS: &[&str] = &[ADD_AND_REMOVE];
+pub const CONTENT_TASKS: &[&str] = &[ADD_AND_REMOVE, SLEEP_THEN_WRITE];

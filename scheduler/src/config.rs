@@ -54,7 +54,8 @@ pub struct Config {
     pub log_format: LogFormat,
 
     /// Delete tasks in final states this many days after they finished
-    /// (checked hourly). Default: keep them until `PurgeTasks` is called.
+    /// (checked at start, then hourly). Default: keep them until `PurgeTasks`
+    /// is called.
     #[arg(long, env = "PULP_TASK_RETENTION_DAYS")]
     pub task_retention_days: Option<f64>,
 

@@ -67,8 +67,8 @@ use pulp_common::proto::tasking::v1::{
 };
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tracing::info;
 
@@ -170,10 +170,7 @@ pub async fn run(
             Some(tokio::spawn(
                 tonic::transport::Server::builder()
                     .add_service(health_service)
-                    .serve_with_incoming_shutdown(
-                        TcpListenerStream::new(listener),
-                        shutdown.cancelled_owned(),
-                    ),
+                    .serve_with_incoming_shutdown(incoming(listener), shutdown.cancelled_owned()),
             ))
         }
         None => None,
@@ -254,7 +251,7 @@ pub async fn run(
         .add_service(WorkersServer::new(
             WorkersService::new(cluster).with_auth(auth),
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_streams);
+        .serve_with_incoming_shutdown(incoming(listener), stop_streams);
     // Relayed streams and watches may outlive the engine: bound the drain.
     let served = tokio::select! {
         served = serve => served,
@@ -283,4 +280,11 @@ pub async fn run(
 /// The URL without its password, for logs.
 fn redact(url: &str) -> String {
     pulp_common::settings::redact_url(url)
+}
+
+/// Accepted connections with TCP_NODELAY: replies and pushed assignments
+/// are small HTTP/2 frames that Nagle's algorithm would hold back until the
+/// peer's delayed ACK (milliseconds of added latency per message).
+fn incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }

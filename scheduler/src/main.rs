@@ -32,5 +32,6 @@ async fn signals(shutdown: CancellationToken) {
     tracing::info!("signal received: shutting down (send another to exit at once)");
     shutdown.cancel();
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::warn!("second signal: exiting at once");
     std::process::exit(130);
 }

@@ -12,7 +12,7 @@ use super::{
 use crate::metrics::{self, Transition};
 use crate::reservations::Reservations;
 use crate::store::{groups, tasks, workers};
-use crate::task::{NewTask, Progress, TaskFailure, TaskRecord};
+use crate::task::{NewTask, Outcome, Progress, TaskFailure, TaskRecord};
 use pulp_common::json;
 use pulp_common::names::{ResourceClaims, ResourceName, TaskId};
 use pulp_common::proto::tasking::v1 as pb;
@@ -29,6 +29,11 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+/// The longest a round waits for more commands ([`Core::gather`]).
+const GATHER: Duration = Duration::from_millis(1);
+/// Rounds smaller than this are not followed by a gathering wait.
+const GATHER_FROM: usize = 4;
 
 /// gRPC code numbers used in ResultAck.
 const CODE_OK: i32 = 0;
@@ -137,6 +142,9 @@ pub(super) struct Core {
     /// The process instance each worker name last registered with.
     instances: HashMap<String, String>,
     heartbeats: HashSet<String>,
+    /// Tasks ended in memory this round whose rows are not updated yet:
+    /// stored together in one statement ([`Core::flush_endings`]).
+    endings: Vec<tasks::Ending>,
     /// The in-memory state must be rebuilt before the next round.
     stale: bool,
     /// A newer leader took over: this engine must stop.
@@ -169,6 +177,7 @@ impl Core {
             leases: HashMap::new(),
             instances: HashMap::new(),
             heartbeats: HashSet::new(),
+            endings: Vec::new(),
             stale: true,
             fenced: false,
         }
@@ -179,6 +188,7 @@ impl Core {
             warn!(error = %err, "cannot load the task state yet; will retry");
         }
         let mut batch = Vec::with_capacity(self.settings.max_round);
+        let mut last_round = 0;
         loop {
             let lease_deadline = self.leases.values().min().copied();
             // While the state is stale, retry the rebuild once a second.
@@ -194,6 +204,8 @@ impl Core {
                 }
                 _ = sleep_until(wake) => {}
             }
+            self.gather(&mut batch, last_round).await;
+            last_round = batch.len();
             self.round(std::mem::take(&mut batch)).await;
             if self.fenced {
                 warn!("a newer leader took over: stopping this engine");
@@ -206,6 +218,27 @@ impl Core {
             )));
         }
         info!("engine stopped");
+    }
+
+    /// Under load, waits briefly for the rest of a round. Callers answered
+    /// by the last round send their next commands a moment after its
+    /// commit; a round that started on the first of them would leave the
+    /// others to wait for the round after (a convoy that halves the batch).
+    /// So when the last round was busy and this one is smaller, it waits
+    /// up to [`GATHER`] for as many commands as the last round had. An idle
+    /// system (one command at a time) never waits.
+    async fn gather(&mut self, batch: &mut Vec<Command>, last_round: usize) {
+        if last_round < GATHER_FROM || batch.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + GATHER;
+        while batch.len() < last_round.min(self.settings.max_round) {
+            let room = self.settings.max_round - batch.len();
+            match tokio::time::timeout_at(deadline, self.rx.recv_many(batch, room)).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
     }
 
     async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
@@ -231,9 +264,18 @@ impl Core {
             return;
         }
         let mut effects = Effects::default();
+        let commands = batch.len();
+        let started = std::time::Instant::now();
         let result = self.apply_round(batch, &mut effects).await;
         match result {
-            Ok(()) => self.deliver(effects),
+            Ok(()) => {
+                debug!(
+                    commands,
+                    micros = started.elapsed().as_micros() as u64,
+                    "round committed"
+                );
+                self.deliver(effects)
+            }
             Err(err) => {
                 warn!(error = %err, "round failed; rebuilding the state from the database");
                 for id in &effects.registered {
@@ -265,9 +307,18 @@ impl Core {
             )));
         }
         let now = now_micros();
-        self.expire_leases(&txn, now, effects).await?;
+        self.endings.clear();
+        self.expire_leases(&txn, effects).await?;
         let mut dispatches = Vec::new();
         for command in batch {
+            // Cancellation and registration read task rows: store the
+            // endings decided so far first.
+            if matches!(
+                command,
+                Command::Cancel { .. } | Command::CancelGroup { .. } | Command::Register { .. }
+            ) {
+                self.flush_endings(&txn, now).await?;
+            }
             match command {
                 Command::Dispatch { task, reply } => dispatches.push((*task, reply)),
                 Command::Cancel { id, reply } => {
@@ -305,6 +356,7 @@ impl Core {
                 }
             }
         }
+        self.flush_endings(&txn, now).await?;
         if !dispatches.is_empty() {
             self.insert_dispatches(&txn, dispatches, now, effects)
                 .await?;
@@ -403,15 +455,10 @@ impl Core {
                 }
                 WorkerEvent::Disconnected => self.disconnect(session),
                 WorkerEvent::Heartbeat => {
-                    // The worker is alive even if the database is not.
-                    self.renew(session);
-                    if let Some(outbox) = self.outbox_of(session) {
-                        let renewed = pb::LeaseRenewed {
-                            lease_ttl_seconds: self.settings.worker_ttl.as_secs_f64(),
-                        };
-                        let _ = outbox.send(Ok(message(
-                            pb::scheduler_message::Message::LeaseRenewed(renewed),
-                        )));
+                    // The worker is alive even if the database is not. A
+                    // failed round drops its messages: answer now.
+                    if let Some((outbox, renewed)) = self.renew(session) {
+                        let _ = outbox.send(Ok(renewed));
                     }
                 }
                 WorkerEvent::Progress { .. } | WorkerEvent::Draining => {}
@@ -758,15 +805,11 @@ impl Core {
                     format!("worker {name} restarted and no longer runs the task"),
                     "worker lost",
                 );
-                expect_one(
-                    tasks::fail_running(txn, seq, &name, attempt, &failure, now).await?,
-                    "fail a lost task",
-                )?;
                 let t = &self.tasks[&seq];
                 let mut change = transition(t, Some(t.phase.state()), TaskState::Failed, now);
                 change.reason = Some("worker lost: it restarted");
+                self.end(seq, &name, attempt, Outcome::Failed(failure), Vec::new());
                 effects.transitions.push(change);
-                self.remove(seq);
             }
             effects.changed.push(id);
         }
@@ -822,12 +865,21 @@ impl Core {
         self.sessions.get(name).map(|s| s.outbox.clone())
     }
 
-    fn renew(&mut self, session: SessionId) {
-        if let Some(name) = self.session_names.get(&session) {
-            self.leases
-                .insert(name.clone(), Instant::now() + self.settings.worker_ttl);
-            self.heartbeats.insert(name.clone());
-        }
+    /// Renews the lease of `session`'s worker (a Heartbeat) and returns the
+    /// `LeaseRenewed` answer for its stream; `None` for a superseded stream.
+    fn renew(&mut self, session: SessionId) -> Option<(Outbox, pb::SchedulerMessage)> {
+        let name = self.session_names.get(&session)?;
+        self.leases
+            .insert(name.clone(), Instant::now() + self.settings.worker_ttl);
+        self.heartbeats.insert(name.clone());
+        let renewed = pb::LeaseRenewed {
+            lease_ttl_seconds: self.settings.worker_ttl.as_secs_f64(),
+        };
+        let outbox = self.outbox_of(session)?;
+        Some((
+            outbox,
+            message(pb::scheduler_message::Message::LeaseRenewed(renewed)),
+        ))
     }
 
     fn disconnect(&mut self, session: SessionId) {
@@ -855,16 +907,7 @@ impl Core {
         };
         match event {
             WorkerEvent::Heartbeat => {
-                self.renew(session);
-                if let Some(s) = self.sessions.get(&name) {
-                    let renewed = pb::LeaseRenewed {
-                        lease_ttl_seconds: self.settings.worker_ttl.as_secs_f64(),
-                    };
-                    effects.messages.push((
-                        s.outbox.clone(),
-                        message(pb::scheduler_message::Message::LeaseRenewed(renewed)),
-                    ));
-                }
+                effects.messages.extend(self.renew(session));
             }
             WorkerEvent::Draining => {
                 if let Some(s) = self.sessions.get_mut(&name) {
@@ -897,6 +940,7 @@ impl Core {
             } => {
                 let outbox = self.sessions[&name].outbox.clone();
                 let Some(seq) = self.held_by(task_id, &name, attempt) else {
+                    self.flush_endings(txn, now).await?;
                     let (code, why) = match tasks::state_of(txn, task_id).await? {
                         None => (CODE_NOT_FOUND, format!("task {task_id} not found")),
                         Some(state) => (
@@ -912,20 +956,61 @@ impl Core {
                         .push((outbox, ack(task_id, attempt, code, &why)));
                     return Ok(());
                 };
-                let (rows, state) =
-                    tasks::finish(txn, seq, &name, attempt, &outcome, &created_resources, now)
-                        .await?;
-                expect_one(rows, "store a task outcome")?;
                 let t = &self.tasks[&seq];
-                effects
-                    .transitions
-                    .push(transition(t, Some(t.phase.state()), state, now));
-                self.remove(seq);
+                let mut change = transition(t, Some(t.phase.state()), TaskState::Completed, now);
+                change.to = self.end(seq, &name, attempt, outcome, created_resources);
+                effects.transitions.push(change);
                 effects.changed.push(task_id);
                 effects
                     .acks
                     .push((outbox, ack(task_id, attempt, CODE_OK, "")));
             }
+        }
+        Ok(())
+    }
+
+    /// Ends a task held by `worker` at `attempt` in memory (its resources
+    /// are free for the rest of the round) and queues its row update for
+    /// [`Core::flush_endings`], which runs before the round commits.
+    /// Returns the state it ends in.
+    fn end(
+        &mut self,
+        seq: i64,
+        worker: &str,
+        attempt: i64,
+        outcome: Outcome,
+        created_resources: Vec<String>,
+    ) -> TaskState {
+        let ending = tasks::Ending {
+            seq,
+            worker: worker.to_owned(),
+            attempt,
+            outcome,
+            created_resources,
+        };
+        let state = match self.tasks.get(&seq).map(|t| &t.phase) {
+            Some(Phase::Canceling { .. }) => TaskState::Canceled,
+            _ => ending.state_if_running(),
+        };
+        self.endings.push(ending);
+        self.remove(seq);
+        state
+    }
+
+    /// Stores the endings queued this round, in one statement per chunk;
+    /// every row must change, or memory and database disagree.
+    async fn flush_endings(&mut self, txn: &DatabaseTransaction, now: i64) -> Result<(), DbErr> {
+        if self.endings.is_empty() {
+            return Ok(());
+        }
+        let endings = std::mem::take(&mut self.endings);
+        let changed = tasks::finish(txn, &endings, now).await?;
+        if changed.len() != endings.len() {
+            return Err(DbErr::Custom(format!(
+                "ended {} of {} tasks: the database disagrees with memory",
+                changed.len(),
+                endings.len()
+            )));
         }
         Ok(())
     }
@@ -942,7 +1027,6 @@ impl Core {
     async fn expire_leases(
         &mut self,
         txn: &DatabaseTransaction,
-        now: i64,
         effects: &mut Effects,
     ) -> Result<(), DbErr> {
         let instant = Instant::now();
@@ -976,15 +1060,12 @@ impl Core {
                     format!("worker {name} was not heard from for {ttl} s (its lease lapsed)"),
                     "worker lost",
                 );
-                expect_one(
-                    tasks::fail_running(txn, seq, &name, attempt, &failure, now).await?,
-                    "fail a task of a lost worker",
-                )?;
                 let t = &self.tasks[&seq];
-                let mut change = transition(t, Some(t.phase.state()), TaskState::Failed, now);
+                let mut change =
+                    transition(t, Some(t.phase.state()), TaskState::Failed, now_micros());
                 change.reason = Some("worker lost: its lease lapsed");
+                self.end(seq, &name, attempt, Outcome::Failed(failure), Vec::new());
                 effects.transitions.push(change);
-                self.remove(seq);
                 effects.changed.push(id);
             }
             workers::set_state(txn, &name, "lost").await?;
@@ -1051,14 +1132,20 @@ impl Core {
                 }
             }
         }
-        for (worker, seqs) in picks {
-            let changed = tasks::claim(txn, &worker, &seqs, now).await?;
-            if changed != seqs.len() as u64 {
+        let pairs: Vec<(i64, &str)> = picks
+            .iter()
+            .flat_map(|(worker, seqs)| seqs.iter().map(move |seq| (*seq, worker.as_str())))
+            .collect();
+        if !pairs.is_empty() {
+            let changed = tasks::claim(txn, &pairs, now).await?;
+            if changed != pairs.len() as u64 {
                 return Err(DbErr::Custom(format!(
                     "claimed {changed} of {} tasks: the database disagrees with memory",
-                    seqs.len()
+                    pairs.len()
                 )));
             }
+        }
+        for (worker, seqs) in picks {
             let outbox = self.sessions[&worker].outbox.clone();
             for seq in seqs {
                 let task = self.tasks.get_mut(&seq).expect("picked task present");

@@ -235,7 +235,7 @@ fn strings<'a>(ctx: &'a TaskContext, name: &str) -> Result<Vec<&'a str>, TaskErr
 }
 
 /// A content error as the task's error, its reason naming the class.
-fn task_error(err: ContentError) -> TaskError {
+pub(crate) fn task_error(err: ContentError) -> TaskError {
     let text = err.to_string();
     match err {
         ContentError::Invalid(_) => TaskError::invalid_arguments(text),

@@ -23,5 +23,7 @@ pub fn register_builtin(registry: &mut TaskRegistry) {
 
 /// Registers the content tasks (they need the worker's database).
 pub fn register_content(registry: &mut TaskRegistry) {
-    registry.register(catalog::ADD_AND_REMOVE, add_and_remove::add_and_remove);
+    registry
+        .register(catalog::ADD_AND_REMOVE, add_and_remove::add_and_remove)
+        .register(catalog::SLEEP_THEN_WRITE, diagnostic::sleep_then_write);
 }
