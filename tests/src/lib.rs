@@ -33,6 +33,8 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use pulp_worker::TaskRegistry;
 
+pub mod pki;
+
 /// A generous bound for anything a test waits on.
 pub const WAIT: Duration = Duration::from_secs(60);
 
@@ -167,6 +169,8 @@ pub struct TestApp {
     pub channel: Channel,
     /// Working directories of the test's workers live under here.
     pub work_root: tempfile::TempDir,
+    /// The CA of the scheduler's certificate when it serves TLS.
+    pub tls_ca: Option<Vec<u8>>,
     stop: CancellationToken,
     scheduler: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -183,6 +187,34 @@ impl TestApp {
         backend: Backend,
         adjust: impl FnOnce(&mut pulp_scheduler::Config),
     ) -> Option<TestApp> {
+        Self::spawn_inner(backend, None, adjust).await
+    }
+
+    /// A scheduler serving TLS with `pki`'s server certificate, requiring
+    /// worker certificates signed by its CA and its client token; `adjust`
+    /// may change more. [`channel`](Self::channel) is TLS without
+    /// credentials.
+    pub async fn spawn_secure(
+        backend: Backend,
+        pki: &pki::Pki,
+        adjust: impl FnOnce(&mut pulp_scheduler::Config),
+    ) -> Option<TestApp> {
+        let tls_ca = pki.ca_pem();
+        Self::spawn_inner(backend, Some(tls_ca), |config| {
+            config.tls_cert = Some(pki.server.cert.clone());
+            config.tls_key = Some(pki.server.key.clone());
+            config.worker_ca = Some(pki.ca.clone());
+            config.client_tokens_file = Some(pki.tokens_file.clone());
+            adjust(config);
+        })
+        .await
+    }
+
+    async fn spawn_inner(
+        backend: Backend,
+        tls_ca: Option<Vec<u8>>,
+        adjust: impl FnOnce(&mut pulp_scheduler::Config),
+    ) -> Option<TestApp> {
         init_logs();
         let db = TestDb::new(backend).await?;
         let mut config = pulp_scheduler::Config::new(db.url());
@@ -193,9 +225,7 @@ impl TestApp {
         let address = listener.local_addr().expect("address");
         let stop = CancellationToken::new();
         let scheduler = tokio::spawn(pulp_scheduler::run(config, listener, stop.clone()));
-        let channel = Endpoint::from_shared(format!("http://{address}"))
-            .expect("endpoint")
-            .connect()
+        let channel = connect_to(address, tls_ca.as_deref(), None)
             .await
             .expect("connect to the scheduler");
         let app = TestApp {
@@ -203,6 +233,7 @@ impl TestApp {
             address,
             channel,
             work_root: tempfile::tempdir().expect("temporary directory"),
+            tls_ca,
             stop,
             scheduler: Some(scheduler),
         };
@@ -219,9 +250,14 @@ impl TestApp {
         .await;
     }
 
-    /// The scheduler's URL.
+    /// The scheduler's URL (`https://` when it serves TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        let scheme = if self.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.address)
     }
 
     /// A Tasks client.
@@ -339,6 +375,44 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+/// A channel to the scheduler at `address`: plain, or TLS trusting `ca`,
+/// presenting `identity` (a certificate and key pair) if given.
+pub async fn connect_to(
+    address: SocketAddr,
+    ca: Option<&[u8]>,
+    identity: Option<&pki::Pair>,
+) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = match ca {
+        None => Endpoint::from_shared(format!("http://{address}"))?,
+        Some(ca) => {
+            let mut tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+            if let Some(pair) = identity {
+                tls = tls.identity(tonic::transport::Identity::from_pem(
+                    std::fs::read(&pair.cert).expect("read certificate"),
+                    std::fs::read(&pair.key).expect("read key"),
+                ));
+            }
+            Endpoint::from_shared(format!("https://{address}"))?.tls_config(tls)?
+        }
+    };
+    endpoint.connect().await
+}
+
+/// An interceptor adding `authorization: Bearer <token>`.
+pub fn bearer(
+    token: &str,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone + use<> {
+    let value: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {token}").parse().expect("ASCII token");
+    move |mut request: tonic::Request<()>| {
+        request
+            .metadata_mut()
+            .insert("authorization", value.clone());
+        Ok(request)
     }
 }
 

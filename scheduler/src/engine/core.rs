@@ -9,6 +9,7 @@
 use super::{
     Command, EngineError, EngineSettings, KnownFuncs, Outbox, Registration, SessionId, WorkerEvent,
 };
+use crate::metrics::{self, Transition};
 use crate::reservations::Reservations;
 use crate::store::{groups, tasks, workers};
 use crate::task::{NewTask, Outcome, Progress, TaskFailure, TaskRecord};
@@ -48,6 +49,14 @@ enum Phase {
 }
 
 impl Phase {
+    fn state(&self) -> TaskState {
+        match self {
+            Phase::Waiting => TaskState::Waiting,
+            Phase::Running { .. } => TaskState::Running,
+            Phase::Canceling { .. } => TaskState::Canceling,
+        }
+    }
+
     fn worker(&self) -> Option<&str> {
         match self {
             Phase::Waiting => None,
@@ -105,6 +114,8 @@ struct Effects {
     closes: Vec<(Outbox, tonic::Status)>,
     changed: Vec<TaskId>,
     progress: HashMap<(i64, String), Progress>,
+    /// State changes, logged and counted after the commit.
+    transitions: Vec<Transition>,
 }
 
 pub(super) struct Core {
@@ -395,6 +406,10 @@ impl Core {
         for id in effects.changed {
             let _ = self.changes.send(id);
         }
+        for t in &effects.transitions {
+            metrics::transition(t);
+        }
+        metrics::workers_connected(self.sessions.len());
     }
 
     /// Answers a failed round: UNAVAILABLE everywhere, nothing else sent.
@@ -525,6 +540,13 @@ impl Core {
                 .or_insert(worker.instance_id);
         }
         self.stale = false;
+        metrics::tasks_loaded(
+            &self
+                .tasks
+                .values()
+                .map(|t| t.phase.state())
+                .collect::<Vec<_>>(),
+        );
         info!(
             unfinished = self.tasks.len(),
             ready = self.ready.values().map(BTreeSet::len).sum::<usize>(),
@@ -618,6 +640,9 @@ impl Core {
                     started_at: None,
                 },
             );
+            effects
+                .transitions
+                .push(transition(&self.tasks[&seq], None, TaskState::Waiting, now));
             effects.changed.push(task.id);
             effects.dispatched.push((seq, reply));
         }
@@ -649,8 +674,13 @@ impl Core {
                     tasks::cancel_waiting(txn, seq, now).await?,
                     "cancel a waiting task",
                 )?;
+                effects.transitions.push(transition(
+                    &self.tasks[&seq],
+                    Some(TaskState::Waiting),
+                    TaskState::Canceled,
+                    now,
+                ));
                 self.remove(seq);
-                info!(task_id = %id, "task canceled while waiting");
             }
             Phase::Running { worker } => {
                 expect_one(
@@ -666,7 +696,12 @@ impl Core {
                         .messages
                         .push((session.outbox.clone(), cancel_message(id, task.attempt)));
                 }
-                info!(task_id = %id, %worker, "task canceling");
+                effects.transitions.push(transition(
+                    task,
+                    Some(TaskState::Running),
+                    TaskState::Canceling,
+                    now,
+                ));
             }
             Phase::Canceling { .. } => {}
         }
@@ -772,14 +807,19 @@ impl Core {
                 t.phase = Phase::Waiting;
                 t.started_at = None;
                 self.ready.entry(t.func.clone()).or_default().insert(seq);
-                info!(task_id = %id, worker = %name, "task requeued: its worker never received it");
+                let mut change = transition(t, Some(TaskState::Running), TaskState::Waiting, now);
+                change.reason = Some("requeued: its worker never received it");
+                effects.transitions.push(change);
             } else {
                 let failure = TaskFailure::new(
                     format!("worker {name} restarted and no longer runs the task"),
                     "worker lost",
                 );
+                let t = &self.tasks[&seq];
+                let mut change = transition(t, Some(t.phase.state()), TaskState::Failed, now);
+                change.reason = Some("worker lost: it restarted");
                 self.end(seq, &name, attempt, Outcome::Failed(failure), Vec::new());
-                warn!(task_id = %id, worker = %name, "task failed: worker lost");
+                effects.transitions.push(change);
             }
             effects.changed.push(id);
         }
@@ -926,8 +966,10 @@ impl Core {
                         .push((outbox, ack(task_id, attempt, code, &why)));
                     return Ok(());
                 };
-                let state = self.end(seq, &name, attempt, outcome, created_resources);
-                info!(%task_id, worker = %name, %state, "task finished");
+                let t = &self.tasks[&seq];
+                let mut change = transition(t, Some(t.phase.state()), TaskState::Completed, now);
+                change.to = self.end(seq, &name, attempt, outcome, created_resources);
+                effects.transitions.push(change);
                 effects.changed.push(task_id);
                 effects
                     .acks
@@ -1028,11 +1070,16 @@ impl Core {
                     format!("worker {name} was not heard from for {ttl} s (its lease lapsed)"),
                     "worker lost",
                 );
+                let t = &self.tasks[&seq];
+                let mut change =
+                    transition(t, Some(t.phase.state()), TaskState::Failed, now_micros());
+                change.reason = Some("worker lost: its lease lapsed");
                 self.end(seq, &name, attempt, Outcome::Failed(failure), Vec::new());
+                effects.transitions.push(change);
                 effects.changed.push(id);
-                warn!(task_id = %id, worker = %name, "task failed: worker lost");
             }
             workers::set_state(txn, &name, "lost").await?;
+            metrics::worker_lost();
             warn!(worker = %name, "worker lost: lease lapsed");
         }
         Ok(())
@@ -1122,6 +1169,12 @@ impl Core {
                 effects
                     .messages
                     .push((outbox.clone(), assignment_message(task)));
+                effects.transitions.push(transition(
+                    task,
+                    Some(TaskState::Waiting),
+                    TaskState::Running,
+                    now,
+                ));
                 effects.changed.push(task.id);
                 debug!(task_id = %task.id, %worker, attempt = task.attempt, "task assigned");
             }
@@ -1233,5 +1286,22 @@ fn live_record(seq: i64, task: &LiveTask) -> TaskRecord {
         result: None,
         created_resources: Vec::new(),
         progress: Vec::new(),
+    }
+}
+
+/// A state change of `task` at `now`, to log and count after the commit.
+fn transition(task: &LiveTask, from: Option<TaskState>, to: TaskState, now: i64) -> Transition {
+    Transition {
+        task_id: task.id,
+        func: task.func.clone(),
+        from,
+        to,
+        attempt: task.attempt,
+        created_at: task.created_at,
+        unblocked_at: task.unblocked_at,
+        started_at: task.started_at,
+        at: now,
+        worker: task.phase.worker().map(str::to_owned),
+        reason: None,
     }
 }
