@@ -60,15 +60,7 @@ impl Databases {
                 dir.join(format!("{name}.sqlite")).display()
             )),
             Databases::Postgres(server) => {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(server).await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-                    .execute(&mut conn)
-                    .await?;
-                let base = server
-                    .rsplit_once('/')
-                    .map_or(server.as_str(), |(base, _)| base);
-                Ok(format!("{base}/{name}"))
+                Ok(pulp_common::db::throwaway::create(server, "pulp_bench").await?)
             }
         }
     }
@@ -86,17 +78,7 @@ impl Databases {
                 }
             }
             Databases::Postgres(server) => {
-                use sqlx::Connection;
-                let Some((_, name)) = url.rsplit_once('/') else {
-                    return;
-                };
-                if let Ok(mut conn) = sqlx::PgConnection::connect(server).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                }
+                let _ = pulp_common::db::throwaway::drop(server, url).await;
             }
         }
     }
@@ -126,14 +108,31 @@ impl System {
             .local_addr()?
             .port();
         let url = format!("http://127.0.0.1:{port}");
-        let scheduler = Command::new(&exe)
+        // PULP_BENCH_SCHEDULER_PREFIX runs the scheduler under a profiler,
+        // e.g. "valgrind --tool=callgrind".
+        let prefix = std::env::var("PULP_BENCH_SCHEDULER_PREFIX").unwrap_or_default();
+        let mut command = prefix.split_whitespace().map(std::ffi::OsString::from);
+        let mut scheduler = match command.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(command).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let scheduler = scheduler
             .args([
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--database-url",
                 &database_url,
             ])
-            .env("RUST_LOG", "warn")
+            // The scheduler logs warnings only, unless
+            // PULP_BENCH_SCHEDULER_LOG (a RUST_LOG filter) asks for more.
+            .env(
+                "RUST_LOG",
+                std::env::var("PULP_BENCH_SCHEDULER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -233,6 +232,17 @@ impl System {
         }
         for (_, handle) in self.workers.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        }
+        // SIGTERM first, so that a profiler wrapping it writes its output.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.scheduler.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.scheduler.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = self.scheduler.kill();
         let _ = self.scheduler.wait();

@@ -7,10 +7,12 @@ use crate::stats::{median, percentile};
 use crate::verify::{self, Verdict};
 use pulp_common::json::json_to_struct;
 use pulp_common::proto::tasking::v1 as pb;
+use pulp_common::proto::tasking::v1::tasks_client::TasksClient;
 use rand::{Rng, SeedableRng};
 use sea_orm::ConnectionTrait;
 use serde_json::json;
 use std::time::{Duration, Instant};
+use tonic::transport::Channel;
 
 /// Sizes of the scenarios.
 #[derive(Debug, Clone, Copy)]
@@ -102,6 +104,33 @@ async fn wait_group(system: &System, group: &str, total: usize) -> anyhow::Resul
             .into_inner();
         let done = (g.completed + g.failed + g.canceled + g.skipped) as usize;
         if done >= total {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "tasks never finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until at most `left` tasks of `func` are unfinished.
+async fn wait_unfinished(
+    tasks: &mut TasksClient<Channel>,
+    func: &str,
+    left: usize,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    loop {
+        let unfinished = tasks
+            .list_tasks(pb::ListTasksRequest {
+                states: vec![pb::TaskState::Waiting as i32, pb::TaskState::Running as i32],
+                func: func.into(),
+                page_size: left as i32 + 1,
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .tasks
+            .len();
+        if unfinished <= left {
             return Ok(());
         }
         anyhow::ensure!(Instant::now() < deadline, "tasks never finished");
@@ -348,11 +377,14 @@ pub struct Backlog {
 }
 
 /// `backlog`: a held resource with `sizes.backlog` tasks waiting behind it,
-/// then `dispatch` and `e2e` on unrelated resources.
+/// then `dispatch` and `e2e` on unrelated resources, each as its scenario
+/// runs without the backlog: the dispatches while no worker slot is free
+/// (one worker of one slot runs the holder), the e2e tasks with the usual
+/// workers started.
 pub async fn backlog(dbs: &Databases, sizes: Sizes) -> anyhow::Result<(Backlog, u64)> {
     let url = dbs.fresh().await?;
     let mut system = System::start(url.clone()).await?;
-    system.start_workers(sizes.workers, sizes.slots).await?;
+    system.start_workers(1, 1).await?;
     let mut tasks = system.tasks().await?;
     let holder = tasks
         .dispatch(request(
@@ -368,16 +400,24 @@ pub async fn backlog(dbs: &Databases, sizes: Sizes) -> anyhow::Result<(Backlog, 
         .map(|_| request("noop", json!({}), vec!["bench/held".into()], vec![], None))
         .collect();
     dispatch_all(&system, sizes.clients, waiting).await?;
-    let first = new_group(&system).await?;
-    let (elapsed, ids) = dispatch_all(
-        &system,
-        sizes.clients,
-        unique_noops(sizes.tasks, Some(&first)),
-    )
-    .await?;
+    // Like `dispatch`: unique resources, no group, no free slot. They are
+    // `sleep` 0 tasks, told apart from the backlog's noops by func.
+    let unrelated: Vec<pb::DispatchRequest> = (0..sizes.tasks)
+        .map(|_| {
+            request(
+                "sleep",
+                json!({"seconds": 0}),
+                vec![format!("bench/{}", uuid::Uuid::new_v4())],
+                vec![],
+                None,
+            )
+        })
+        .collect();
+    let (elapsed, ids) = dispatch_all(&system, sizes.clients, unrelated).await?;
     let dispatch_rate = ids.len() as f64 / elapsed.as_secs_f64();
-    // Let those complete before timing e2e.
-    wait_group(&system, &first, ids.len()).await?;
+    // Workers run those before e2e is timed; the holder keeps running.
+    system.start_workers(sizes.workers, sizes.slots).await?;
+    wait_unfinished(&mut tasks, "sleep", 1).await?;
     let e2e_rate = {
         let group = new_group(&system).await?;
         let started = Instant::now();

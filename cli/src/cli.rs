@@ -28,6 +28,33 @@ pub struct Cli {
     )]
     pub scheduler: String,
 
+    /// PEM CA certificate(s) that signed the scheduler's TLS certificate
+    /// (for an `https://` scheduler URL).
+    #[arg(long, global = true, env = "PULP_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+
+    /// Bearer token to send with every call (prefer `--token-file` or the
+    /// environment: a flag shows in the process list).
+    #[arg(
+        long,
+        global = true,
+        env = "PULP_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// File holding the bearer token (its first line that is not blank or a
+    /// `#` comment).
+    #[arg(
+        long,
+        global = true,
+        env = "PULP_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<std::path::PathBuf>,
+
     /// Machine-readable output: one JSON document per command.
     #[arg(long, global = true)]
     pub json: bool,

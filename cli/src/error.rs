@@ -27,6 +27,9 @@ pub enum CliError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The TLS or token settings are unusable.
+    #[error("{0}")]
+    Credentials(String),
     /// The scheduler answered a call with an error status.
     #[error("{}", status_text(.0))]
     Rpc(Status),

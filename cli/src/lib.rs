@@ -52,9 +52,41 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<i32> {
     Ok(execute(cli, out).await?)
 }
 
+/// The TLS CA and token named by `--tls-ca`, `--token` and `--token-file`.
+fn credentials(cli: &Cli) -> Result<client::Credentials, CliError> {
+    let read = |path: &std::path::Path, flag: &str| {
+        std::fs::read(path)
+            .map_err(|e| CliError::Credentials(format!("{flag} {}: {e}", path.display())))
+    };
+    let tls_ca = cli
+        .tls_ca
+        .as_deref()
+        .map(|p| read(p, "--tls-ca"))
+        .transpose()?;
+    let token = match (&cli.token, &cli.token_file) {
+        (Some(token), _) => Some(token.trim().to_owned()),
+        (None, Some(path)) => {
+            let text = String::from_utf8_lossy(&read(path, "--token-file")?).into_owned();
+            let first = text
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with('#'));
+            Some(
+                first
+                    .ok_or_else(|| {
+                        CliError::Credentials(format!("--token-file {} is empty", path.display()))
+                    })?
+                    .to_owned(),
+            )
+        }
+        (None, None) => None,
+    };
+    Ok(client::Credentials { tls_ca, token })
+}
+
 /// [`run`] with the layer's own error type.
 pub async fn execute<W: Write>(cli: Cli, out: &mut W) -> Result<i32, CliError> {
-    let scheduler = Scheduler::connect(&cli.scheduler).await?;
+    let scheduler = Scheduler::connect_with(&cli.scheduler, &credentials(&cli)?).await?;
     let mut printer = output::Printer::new(out, cli.json);
     match cli.command {
         Command::Dispatch(args) => tasks::dispatch(&scheduler, args, &mut printer).await,

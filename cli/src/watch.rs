@@ -11,12 +11,12 @@ use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
+use crate::client::Transport;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pulp_common::proto::tasking::v1::{
     GetTaskRequest, ProgressReport, Task, WatchTaskRequest, tasks_client::TasksClient,
 };
 use pulp_common::state::TaskState;
-use tonic::transport::Channel;
 
 use crate::error::CliError;
 use crate::output::{state_name, task_state};
@@ -60,7 +60,7 @@ impl Write for Stderr {
 /// fetched once more: if it is final by then, that is the answer; otherwise
 /// [`CliError::WatchEnded`].
 pub async fn follow(
-    client: &mut TasksClient<Channel>,
+    client: &mut TasksClient<Transport>,
     id: &str,
     view: &mut (dyn View + Send),
 ) -> Result<Task, CliError> {

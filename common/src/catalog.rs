@@ -26,6 +26,11 @@ pub const BUILTIN_TASKS: &[&str] = &[NOOP, SLEEP, FAIL, PANIC];
 /// next version. Dispatched by `pulp.content.v1.Repositories.Modify`.
 pub const ADD_AND_REMOVE: &str = "add_and_remove";
 
+/// A diagnostic content task: sleeps like [`SLEEP`], then creates the
+/// repository `kwargs.repository_name` through the task's fence (tests use
+/// it to show that a worker paused past its lease cannot write).
+pub const SLEEP_THEN_WRITE: &str = "sleep_then_write";
+
 /// `publish(repository_version_pk, pass_through=False)`: creates a
 /// publication of a complete version. Dispatched by
 /// `pulp.content.v1.Publications.CreatePublication`.
@@ -46,4 +51,5 @@ pub const CONTENT_TASKS: &[&str] = &[
     PUBLISH,
     FS_PUBLICATION_EXPORT,
     FS_REPO_VERSION_EXPORT,
+    SLEEP_THEN_WRITE,
 ];

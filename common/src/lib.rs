@@ -18,12 +18,18 @@
 //!   and the worker's content tasks, and the artifact storage directory.
 //! - [`catalog`]: the task names that ship with the worker.
 //! - [`telemetry`]: the tracing subscriber both binaries install.
+//! - [`settings`]: flags over `PULP_*` environment over a TOML file, and
+//!   `--print-config` with secrets masked.
+//! - [`metrics`]: the Prometheus recorder and `/metrics` endpoint both
+//!   binaries serve with `--metrics-listen`.
 
 pub mod catalog;
 pub mod content;
 pub mod db;
 pub mod json;
+pub mod metrics;
 pub mod names;
+pub mod settings;
 pub mod state;
 pub mod telemetry;
 pub mod time;

@@ -21,6 +21,9 @@
 //! leader over gRPC. So any replica serves clients and workers; when the
 //! leader changes, forwarded calls fail UNAVAILABLE and workers reconnect.
 //!
+//! Relayed calls keep the caller's metadata (so its bearer token) and, with
+//! TLS, travel over TLS with this replica's certificate (see [`crate::tls`]).
+//!
 //! SQLite has one scheduler per file (see [`crate::single`]): it is always
 //! the leader.
 
@@ -145,6 +148,9 @@ pub struct Campaign {
     pub advertise: String,
     /// Engine settings for when this replica leads.
     pub engine: EngineSettings,
+    /// TLS for calls relayed to the leader (see [`crate::tls`]); `None`
+    /// for plain HTTP/2.
+    pub relay_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// Starts campaigning for leadership on PostgreSQL until `shutdown`.
@@ -209,7 +215,7 @@ async fn lead_once(
                 && address != known
                 && address != campaign.advertise
             {
-                let channel = Endpoint::from_shared(format!("http://{address}"))?
+                let channel = relay_endpoint(&address, campaign.relay_tls.clone())?
                     .connect_timeout(Duration::from_secs(2))
                     .connect_lazy();
                 info!(leader = %address, "following the leader");
@@ -272,6 +278,17 @@ async fn lead_once(
     let _ = session.close().await;
     info!(epoch, "stepped down as leader");
     ended
+}
+
+/// The endpoint of the leader at `address`, over TLS when `tls` is set.
+fn relay_endpoint(
+    address: &str,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> anyhow::Result<Endpoint> {
+    Ok(match tls {
+        Some(tls) => Endpoint::from_shared(format!("https://{address}"))?.tls_config(tls)?,
+        None => Endpoint::from_shared(format!("http://{address}"))?,
+    })
 }
 
 /// Bumps the epoch and records this replica as the leader.

@@ -1,5 +1,7 @@
-//! Scheduler settings: flags, each with a `PULP_*` environment variable and
-//! a documented default.
+//! Scheduler settings: flags, each with a `PULP_*` environment variable, a
+//! key in the `--config` TOML file and a documented default (precedence:
+//! flag, environment, file, default; see `pulp_common::settings`).
+//! [`Config::validate`] checks them all at start.
 
 use pulp_common::telemetry::LogFormat;
 use std::net::SocketAddr;
@@ -52,7 +54,8 @@ pub struct Config {
     pub log_format: LogFormat,
 
     /// Delete tasks in final states this many days after they finished
-    /// (checked hourly). Default: keep them until `PurgeTasks` is called.
+    /// (checked at start, then hourly). Default: keep them until `PurgeTasks`
+    /// is called.
     #[arg(long, env = "PULP_TASK_RETENTION_DAYS")]
     pub task_retention_days: Option<f64>,
 
@@ -72,6 +75,67 @@ pub struct Config {
     /// exit.
     #[arg(long, env = "PULP_SPAWN_WORKERS", default_value_t = 0)]
     pub spawn_workers: u32,
+
+    /// Address to serve Prometheus metrics on (`GET /metrics`), as IP:PORT.
+    /// Default: no metrics endpoint.
+    #[arg(long, env = "PULP_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Address of a second, plain-HTTP/2 gRPC server with only the health
+    /// service, as IP:PORT: for Kubernetes `grpc:` probes, which cannot
+    /// speak TLS. Default: none (health is served on `--listen` only).
+    #[arg(long, env = "PULP_HEALTH_LISTEN", value_name = "ADDR")]
+    pub health_listen: Option<SocketAddr>,
+
+    /// PEM certificate (chain) to serve gRPC over TLS with; needs
+    /// `--tls-key`. Default: plain HTTP/2.
+    #[arg(long, env = "PULP_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "PULP_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s): workers must present a client certificate
+    /// signed by one of them to open the worker stream. Needs TLS.
+    #[arg(
+        long,
+        env = "PULP_WORKER_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub worker_ca: Option<PathBuf>,
+
+    /// File of bearer tokens clients must send (`authorization: Bearer
+    /// <token>`), one per line; `#` comments and blank lines are ignored.
+    /// Default: client calls need no token.
+    #[arg(long, env = "PULP_CLIENT_TOKENS_FILE", value_name = "FILE")]
+    pub client_tokens_file: Option<PathBuf>,
+
+    /// PEM CA certificate(s) that signed the other replicas' `--tls-cert`,
+    /// for calls relayed to the leader (PostgreSQL with TLS). Default: the
+    /// `--worker-ca`.
+    #[arg(long, env = "PULP_PEER_CA", value_name = "FILE")]
+    pub peer_ca: Option<PathBuf>,
+
+    /// The name the replicas' certificate is issued for (a DNS name in it),
+    /// checked on relayed calls, which go to the leader's pod address.
+    #[arg(
+        long,
+        env = "PULP_PEER_SERVER_NAME",
+        value_name = "NAME",
+        default_value = "pulp-scheduler"
+    )]
+    pub peer_server_name: String,
+
+    /// A TOML file of settings (keys as the flags, `database_url` or
+    /// `database-url`); flags and `PULP_*` variables override it.
+    #[arg(long, env = "PULP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective settings (secrets masked) and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 impl Config {
@@ -89,7 +153,75 @@ impl Config {
             advertise_address: None,
             storage_dir: PathBuf::from(".pulp/storage"),
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            metrics_listen: None,
+            health_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            worker_ca: None,
+            client_tokens_file: None,
+            peer_ca: None,
+            peer_server_name: "pulp-scheduler".into(),
+            config: None,
+            print_config: false,
         }
+    }
+
+    /// Reads the settings from the command line, `PULP_*` variables and the
+    /// `--config` file; exits with a message on a usage error.
+    pub fn load() -> (Config, pulp_common::settings::Sources) {
+        pulp_common::settings::parse::<Config>(std::env::args_os()).unwrap_or_else(|err| err.exit())
+    }
+
+    /// The effective settings as TOML, the database password masked.
+    pub fn render(sources: &pulp_common::settings::Sources) -> String {
+        use clap::CommandFactory;
+        pulp_common::settings::render(&Config::command(), sources, &[], |id, value| {
+            if id == "database_url" {
+                pulp_common::settings::redact_url(value)
+            } else {
+                value.to_owned()
+            }
+        })
+    }
+
+    /// Checks every setting, reporting the first problem in terms of the
+    /// flag to fix.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.worker_ttl()?;
+        self.task_retention()?;
+        if self.db_max_connections == 0 {
+            anyhow::bail!("--db-max-connections must be at least 1");
+        }
+        let url = self.database_url();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            anyhow::bail!(
+                "--database-url {}: use sqlite://PATH or postgres://USER@HOST:PORT/DB",
+                pulp_common::settings::redact_url(&url)
+            );
+        }
+        for (flag, file) in [
+            ("--tls-cert", &self.tls_cert),
+            ("--tls-key", &self.tls_key),
+            ("--worker-ca", &self.worker_ca),
+            ("--client-tokens-file", &self.client_tokens_file),
+            ("--peer-ca", &self.peer_ca),
+        ] {
+            if let Some(path) = file
+                && !path.is_file()
+            {
+                anyhow::bail!("{flag} {}: no such file", path.display());
+            }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            anyhow::bail!("--tls-cert and --tls-key go together: give both or neither");
+        }
+        if self.worker_ca.is_some() && self.tls_cert.is_none() {
+            anyhow::bail!("--worker-ca needs TLS: give --tls-cert and --tls-key too");
+        }
+        Ok(())
     }
 
     /// The database URL in effect.

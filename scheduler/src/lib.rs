@@ -2,7 +2,10 @@
 //! workers over gRPC streams.
 //!
 //! # Layout
-//! - [`config`]: flags and `PULP_*` settings.
+//! - [`config`]: flags, `PULP_*` variables and the TOML file.
+//! - [`tls`], [`auth`]: optional TLS, worker client certificates and client
+//!   bearer tokens, checked at the gRPC edge.
+//! - [`metrics`]: the Prometheus metrics the engine and the API record.
 //! - [`api`]: the gRPC services. Requests are validated into domain types
 //!   ([`task`]) at this edge; reads go to [`store`], writes to the engine.
 //! - [`engine`]: the single owner of scheduling state. It applies commands in
@@ -29,16 +32,19 @@
 //! feed and re-reads the task from the database.
 
 pub mod api;
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod health;
+pub mod metrics;
 pub mod quickstart;
 pub mod reservations;
 pub mod retention;
 pub mod single;
 pub mod store;
 pub mod task;
+pub mod tls;
 
 pub use config::Config;
 
@@ -64,8 +70,8 @@ use pulp_common::proto::tasking::v1::{
 };
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tracing::info;
 
@@ -79,9 +85,27 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    config.validate()?;
     let worker_ttl = config.worker_ttl()?;
     let retention = config.task_retention()?;
     let url = config.database_url();
+    let tls = tls::Tls::load(&config)?;
+    let tokens = config
+        .client_tokens_file
+        .as_deref()
+        .map(auth::read_tokens_file)
+        .transpose()?;
+    let auth = auth::Auth::new(tokens, config.worker_ca.is_some());
+    if tls.server.is_some() && tls.relay.is_none() && !pulp_common::db::is_sqlite_url(&url) {
+        anyhow::bail!(
+            "TLS on PostgreSQL: give --peer-ca (or --worker-ca), the CA that signed the replicas' --tls-cert, so that replicas can relay calls to the leader"
+        );
+    }
+    if config.client_tokens_file.is_some() && config.worker_ca.is_none() {
+        tracing::warn!(
+            "client tokens are required but workers are not authenticated: give --worker-ca to require worker client certificates"
+        );
+    }
     let _single = pulp_common::db::sqlite_file(&url)
         .map(|file| single::lock(&file))
         .transpose()?;
@@ -95,6 +119,13 @@ pub async fn run(
     pulp_common::db::migrate(&db)
         .await
         .context("migrate the database")?;
+    if let Some(address) = config.metrics_listen {
+        pulp_common::metrics::start(address, shutdown.child_token().cancelled_owned())
+            .await
+            .map_err(anyhow::Error::msg)?;
+        metrics::describe();
+        tokio::spawn(metrics::sample_pool(db.clone(), shutdown.child_token()));
+    }
 
     let address = listener.local_addr()?;
     let engine_settings = EngineSettings {
@@ -112,6 +143,7 @@ pub async fn run(
             database_url: url.clone(),
             advertise: config.advertise_address(address),
             engine: engine_settings,
+            relay_tls: tls.relay.clone(),
         };
         cluster::elect(campaign, db.clone(), engine_stop.clone())
     };
@@ -130,6 +162,22 @@ pub async fn run(
             shutdown.child_token(),
         ));
     }
+    let probes = match config.health_listen {
+        Some(address) => {
+            let listener = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("bind --health-listen {address}"))?;
+            info!(address = %listener.local_addr()?, "serving plain gRPC health checks for probes");
+            let health_service = health_service.clone();
+            let shutdown = shutdown.clone();
+            Some(tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(health_service)
+                    .serve_with_incoming_shutdown(incoming(listener), shutdown.cancelled_owned()),
+            ))
+        }
+        None => None,
+    };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pulp_common::proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -146,7 +194,14 @@ pub async fn run(
     } else {
         Vec::new()
     };
-    info!(%address, database = %redact(&url), "scheduler serving");
+    info!(
+        %address,
+        database = %redact(&url),
+        tls = tls.server.is_some(),
+        worker_certificates = config.worker_ca.is_some(),
+        client_tokens = config.client_tokens_file.is_some(),
+        "scheduler serving"
+    );
 
     // Streams (workers, watches) end when the engine stops, which lets the
     // server's graceful shutdown complete.
@@ -159,29 +214,55 @@ pub async fn run(
             engine_stop.cancel();
         }
     };
-    let serve = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(server_tls) = tls.server.clone() {
+        server = server
+            .tls_config(server_tls)
+            .context("configure TLS from --tls-cert and --tls-key")?;
+    }
+    // Health and reflection take no credentials (probes); the Workers
+    // service checks in its handlers, as its two calls differ.
+    let check = auth.client_interceptor();
+    let serve = server
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(ArtifactsServer::new(ArtifactsService::new(
-            db.clone(),
-            Storage::new(&config.storage_dir),
-            config.max_upload_bytes,
-        )))
-        .add_service(ContentsServer::new(ContentsService::new(db.clone())))
-        .add_service(
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            ArtifactsServer::new(ArtifactsService::new(
+                db.clone(),
+                Storage::new(&config.storage_dir),
+                config.max_upload_bytes,
+            )),
+            check.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            ContentsServer::new(ContentsService::new(db.clone())),
+            check.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             RepositoriesServer::new(RepositoriesService::new(cluster.clone()))
                 .max_decoding_message_size(MODIFY_MESSAGE_LIMIT),
-        )
-        .add_service(PublicationsServer::new(PublicationsService::new(
-            cluster.clone(),
-        )))
-        .add_service(ExportersServer::new(ExportersService::new(cluster.clone())))
-        .add_service(TasksServer::new(TasksService::new(cluster.clone())))
-        .add_service(TaskGroupsServer::new(TaskGroupsService::new(
-            cluster.clone(),
-        )))
-        .add_service(WorkersServer::new(WorkersService::new(cluster)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_streams);
+            check.clone(),
+        ))
+        .add_service(PublicationsServer::with_interceptor(
+            PublicationsService::new(cluster.clone()),
+            check.clone(),
+        ))
+        .add_service(ExportersServer::with_interceptor(
+            ExportersService::new(cluster.clone()),
+            check.clone(),
+        ))
+        .add_service(TasksServer::with_interceptor(
+            TasksService::new(cluster.clone()),
+            check.clone(),
+        ))
+        .add_service(TaskGroupsServer::with_interceptor(
+            TaskGroupsService::new(cluster.clone()),
+            check,
+        ))
+        .add_service(WorkersServer::new(
+            WorkersService::new(cluster).with_auth(auth),
+        ))
+        .serve_with_incoming_shutdown(incoming(listener), stop_streams);
     // Relayed streams and watches may outlive the engine: bound the drain.
     let served = tokio::select! {
         served = serve => served,
@@ -196,6 +277,9 @@ pub async fn run(
     engine_stop.cancel();
     let _ = engine_task.await;
     let _ = monitor.await;
+    if let Some(probes) = probes {
+        let _ = probes.await;
+    }
     for worker in &mut workers {
         let _ = worker.start_kill();
     }
@@ -206,19 +290,12 @@ pub async fn run(
 
 /// The URL without its password, for logs.
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &userinfo[..colon],
-                    &url[at..]
-                ),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
+    pulp_common::settings::redact_url(url)
+}
+
+/// Accepted connections with TCP_NODELAY: replies and pushed assignments
+/// are small HTTP/2 frames that Nagle's algorithm would hold back until the
+/// peer's delayed ACK (milliseconds of added latency per message).
+fn incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }

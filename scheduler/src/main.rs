@@ -1,13 +1,18 @@
-//! `pulp-scheduler`: parse settings, set up logging, serve until a signal.
+//! `pulp-scheduler`: read settings (flags, `PULP_*`, `--config` TOML),
+//! print them with `--print-config`, set up logging, serve until a signal.
 
-use clap::Parser;
 use pulp_scheduler::Config;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let (config, sources) = Config::load();
+    if config.print_config {
+        print!("{}", Config::render(&sources));
+        return config.validate();
+    }
     pulp_common::telemetry::init(config.log_format);
+    config.validate()?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
@@ -27,5 +32,6 @@ async fn signals(shutdown: CancellationToken) {
     tracing::info!("signal received: shutting down (send another to exit at once)");
     shutdown.cancel();
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::warn!("second signal: exiting at once");
     std::process::exit(130);
 }

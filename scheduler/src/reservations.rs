@@ -97,6 +97,37 @@ impl Reservations {
         blocked_by == 0
     }
 
+    /// Whether each of `batch`, appended in this order after every task
+    /// present, could run at once: what [`add`](Self::add) would return for
+    /// them, known before their seqs are (so that a dispatch stores its
+    /// `unblocked_at` in the same statement that inserts it).
+    pub fn admits_at_tail(&self, batch: &[&ResourceClaims]) -> Vec<bool> {
+        // Claims of the batch's earlier tasks: (any claim, any exclusive).
+        let mut earlier: HashMap<&ResourceName, (bool, bool)> = HashMap::new();
+        batch
+            .iter()
+            .map(|claims| {
+                let mut runnable = true;
+                for (resource, exclusive) in claims.iter() {
+                    let queue = self.queues.get(resource);
+                    let (any, any_exclusive) = earlier.get(resource).copied().unwrap_or_default();
+                    let admitted = if exclusive {
+                        !any && queue.is_none_or(|q| q.claims.is_empty())
+                    } else {
+                        !any_exclusive && queue.is_none_or(|q| q.exclusive.is_empty())
+                    };
+                    runnable &= admitted;
+                }
+                for (resource, exclusive) in claims.iter() {
+                    let seen = earlier.entry(resource).or_default();
+                    seen.0 = true;
+                    seen.1 |= exclusive;
+                }
+                runnable
+            })
+            .collect()
+    }
+
     /// Removes a task (it finished, or was cancelled while waiting) and
     /// returns the tasks that may run now and could not before, in
     /// dispatch order.
@@ -294,6 +325,50 @@ mod tests {
                     prop_assert_eq!(r.is_runnable(*seq), walk.contains(seq), "seq {}", seq);
                 }
             }
+        }
+
+        /// `admits_at_tail` predicts what `add` returns for a batch of
+        /// dispatches (runs of consecutive adds), whatever came before.
+        #[test]
+        fn admits_at_tail_predicts_add(ops in prop::collection::vec(op(), 1..80)) {
+            let mut r = Reservations::new();
+            let mut live: Vec<i64> = Vec::new();
+            let mut next = 1;
+            let mut batch: Vec<ResourceClaims> = Vec::new();
+            let mut flush = |r: &mut Reservations, batch: &mut Vec<ResourceClaims>, live: &mut Vec<i64>, next: &mut i64| {
+                let refs: Vec<&ResourceClaims> = batch.iter().collect();
+                let predicted = r.admits_at_tail(&refs);
+                let actual: Vec<bool> = batch
+                    .drain(..)
+                    .map(|c| {
+                        live.push(*next);
+                        *next += 1;
+                        r.add(*next - 1, &c)
+                    })
+                    .collect();
+                (predicted, actual)
+            };
+            for op in ops {
+                match op {
+                    Op::Add(picks) => {
+                        let ex: Vec<String> = picks.iter().filter(|p| p.1).map(|p| format!("r{}", p.0)).collect();
+                        let sh: Vec<String> = picks.iter().filter(|p| !p.1).map(|p| format!("r{}", p.0)).collect();
+                        let ex: Vec<&str> = ex.iter().map(String::as_str).collect();
+                        let sh: Vec<&str> = sh.iter().map(String::as_str).collect();
+                        batch.push(claims(&ex, &sh));
+                    }
+                    Op::Remove(i) => {
+                        let (predicted, actual) = flush(&mut r, &mut batch, &mut live, &mut next);
+                        prop_assert_eq!(predicted, actual);
+                        if !live.is_empty() {
+                            let seq = live.remove(i % live.len());
+                            r.remove(seq);
+                        }
+                    }
+                }
+            }
+            let (predicted, actual) = flush(&mut r, &mut batch, &mut live, &mut next);
+            prop_assert_eq!(predicted, actual);
         }
     }
 }

@@ -33,6 +33,8 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use pulp_worker::TaskRegistry;
 
+pub mod pki;
+
 /// A generous bound for anything a test waits on.
 pub const WAIT: Duration = Duration::from_secs(60);
 
@@ -65,7 +67,7 @@ pub fn init_logs() {
 /// A database for one test, removed when dropped.
 pub struct TestDb {
     url: String,
-    postgres_name: Option<String>,
+    postgres: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -80,15 +82,21 @@ impl TestDb {
                     "sqlite://{}?mode=rwc",
                     dir.path().join("pulp.sqlite").display()
                 ),
-                postgres_name: None,
+                postgres: false,
                 _dir: dir,
             }),
             Backend::Postgres => {
-                let name = format!("pulp_test_{}", uuid::Uuid::new_v4().simple());
-                match create_postgres_database(&name).await {
+                let created = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    pulp_common::db::throwaway::create(&postgres_admin_url(), "pulp_test"),
+                )
+                .await
+                .context("connect to PostgreSQL: timed out")
+                .and_then(|created| Ok(created?));
+                match created {
                     Ok(url) => Some(TestDb {
                         url,
-                        postgres_name: Some(name),
+                        postgres: true,
                         _dir: dir,
                     }),
                     Err(err) if !in_ci() => {
@@ -107,42 +115,22 @@ impl TestDb {
     }
 }
 
-async fn create_postgres_database(name: &str) -> anyhow::Result<String> {
-    use sqlx::Connection;
-    let admin = postgres_admin_url();
-    let mut conn =
-        tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin))
-            .await
-            .context("connect to PostgreSQL: timed out")??;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut conn)
-        .await?;
-    let base = admin
-        .rsplit_once('/')
-        .map_or(admin.as_str(), |(base, _)| base);
-    Ok(format!("{base}/{name}"))
-}
-
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some(name) = self.postgres_name.take() else {
+        if !self.postgres {
             return;
-        };
+        }
+        let url = self.url.clone();
         // Drop runs outside async: use a small runtime of its own.
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(async {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(&postgres_admin_url()).await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                )))
-                .execute(&mut conn)
-                .await?;
-                anyhow::Ok(())
-            })
+            runtime.block_on(pulp_common::db::throwaway::drop(
+                &postgres_admin_url(),
+                &url,
+            ))?;
+            anyhow::Ok(())
         })
         .join();
     }
@@ -181,6 +169,8 @@ pub struct TestApp {
     pub channel: Channel,
     /// Working directories of the test's workers live under here.
     pub work_root: tempfile::TempDir,
+    /// The CA of the scheduler's certificate when it serves TLS.
+    pub tls_ca: Option<Vec<u8>>,
     stop: CancellationToken,
     scheduler: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -197,6 +187,34 @@ impl TestApp {
         backend: Backend,
         adjust: impl FnOnce(&mut pulp_scheduler::Config),
     ) -> Option<TestApp> {
+        Self::spawn_inner(backend, None, adjust).await
+    }
+
+    /// A scheduler serving TLS with `pki`'s server certificate, requiring
+    /// worker certificates signed by its CA and its client token; `adjust`
+    /// may change more. [`channel`](Self::channel) is TLS without
+    /// credentials.
+    pub async fn spawn_secure(
+        backend: Backend,
+        pki: &pki::Pki,
+        adjust: impl FnOnce(&mut pulp_scheduler::Config),
+    ) -> Option<TestApp> {
+        let tls_ca = pki.ca_pem();
+        Self::spawn_inner(backend, Some(tls_ca), |config| {
+            config.tls_cert = Some(pki.server.cert.clone());
+            config.tls_key = Some(pki.server.key.clone());
+            config.worker_ca = Some(pki.ca.clone());
+            config.client_tokens_file = Some(pki.tokens_file.clone());
+            adjust(config);
+        })
+        .await
+    }
+
+    async fn spawn_inner(
+        backend: Backend,
+        tls_ca: Option<Vec<u8>>,
+        adjust: impl FnOnce(&mut pulp_scheduler::Config),
+    ) -> Option<TestApp> {
         init_logs();
         let db = TestDb::new(backend).await?;
         let mut config = pulp_scheduler::Config::new(db.url());
@@ -207,9 +225,7 @@ impl TestApp {
         let address = listener.local_addr().expect("address");
         let stop = CancellationToken::new();
         let scheduler = tokio::spawn(pulp_scheduler::run(config, listener, stop.clone()));
-        let channel = Endpoint::from_shared(format!("http://{address}"))
-            .expect("endpoint")
-            .connect()
+        let channel = connect_to(address, tls_ca.as_deref(), None)
             .await
             .expect("connect to the scheduler");
         let app = TestApp {
@@ -217,6 +233,7 @@ impl TestApp {
             address,
             channel,
             work_root: tempfile::tempdir().expect("temporary directory"),
+            tls_ca,
             stop,
             scheduler: Some(scheduler),
         };
@@ -233,9 +250,14 @@ impl TestApp {
         .await;
     }
 
-    /// The scheduler's URL.
+    /// The scheduler's URL (`https://` when it serves TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        let scheme = if self.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.address)
     }
 
     /// A Tasks client.
@@ -323,22 +345,7 @@ impl TestApp {
     /// Follows a task with WatchTask until `done` holds for a snapshot, and
     /// returns that snapshot; every snapshot seen is in `seen`.
     pub async fn wait_for(&self, id: &str, done: impl Fn(&pb::Task) -> bool) -> pb::Task {
-        let mut stream = self
-            .tasks()
-            .watch_task(pb::WatchTaskRequest { id: id.to_owned() })
-            .await
-            .expect("watch")
-            .into_inner();
-        let result = tokio::time::timeout(WAIT, async {
-            while let Some(task) = stream.message().await.expect("watch stream") {
-                if done(&task) {
-                    return task;
-                }
-            }
-            panic!("watch of {id} ended before the awaited condition");
-        })
-        .await;
-        result.unwrap_or_else(|_| panic!("timed out waiting for task {id}"))
+        wait_task(&mut self.tasks(), id, done).await
     }
 
     /// Waits until the worker runs the task's body: RUNNING with a first
@@ -371,6 +378,44 @@ impl Drop for TestApp {
     }
 }
 
+/// A channel to the scheduler at `address`: plain, or TLS trusting `ca`,
+/// presenting `identity` (a certificate and key pair) if given.
+pub async fn connect_to(
+    address: SocketAddr,
+    ca: Option<&[u8]>,
+    identity: Option<&pki::Pair>,
+) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = match ca {
+        None => Endpoint::from_shared(format!("http://{address}"))?,
+        Some(ca) => {
+            let mut tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+            if let Some(pair) = identity {
+                tls = tls.identity(tonic::transport::Identity::from_pem(
+                    std::fs::read(&pair.cert).expect("read certificate"),
+                    std::fs::read(&pair.key).expect("read key"),
+                ));
+            }
+            Endpoint::from_shared(format!("https://{address}"))?.tls_config(tls)?
+        }
+    };
+    endpoint.connect().await
+}
+
+/// An interceptor adding `authorization: Bearer <token>`.
+pub fn bearer(
+    token: &str,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone + use<> {
+    let value: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {token}").parse().expect("ASCII token");
+    move |mut request: tonic::Request<()>| {
+        request
+            .metadata_mut()
+            .insert("authorization", value.clone());
+        Ok(request)
+    }
+}
+
 /// Follows `grpc.health.v1.Health/Watch` on `channel` until `status`.
 pub async fn wait_for_health(
     channel: Channel,
@@ -394,6 +439,30 @@ pub async fn wait_for_health(
     })
     .await
     .unwrap_or_else(|_| panic!("health never became {status:?}"));
+}
+
+/// Follows a task with WatchTask on `tasks` until `done` holds for a
+/// snapshot (up to [`WAIT`]), and returns that snapshot.
+pub async fn wait_task(
+    tasks: &mut TasksClient<Channel>,
+    id: &str,
+    done: impl Fn(&pb::Task) -> bool,
+) -> pb::Task {
+    let mut stream = tasks
+        .watch_task(pb::WatchTaskRequest { id: id.to_owned() })
+        .await
+        .unwrap_or_else(|s| panic!("watch {id}: {s}"))
+        .into_inner();
+    let result = tokio::time::timeout(WAIT, async {
+        while let Some(task) = stream.message().await.expect("watch stream") {
+            if done(&task) {
+                return task;
+            }
+        }
+        panic!("watch of {id} ended before the awaited condition");
+    })
+    .await;
+    result.unwrap_or_else(|_| panic!("timed out waiting for task {id}"))
 }
 
 /// A DispatchRequest.
@@ -687,6 +756,24 @@ impl Process {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits, up to `timeout`, until the log contains `needle`; returns the
+    /// log then, or `None` (for what a process reports only in its log).
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let log = self.log_text();
+            if log.contains(needle) {
+                return Some(log);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            // A file is not awaitable; a short re-read interval bounded by
+            // the timeout, as in `wait_exit`.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 impl Drop for Process {
@@ -740,6 +827,82 @@ pub async fn start_worker_process_at(
     .await;
     process.health_url = Some(health_url);
     process
+}
+
+/// Starts a `pulp-scheduler` process on `port` and `database_url` (worker
+/// TTL 10 s, then the `extra` arguments), logging to `dir/log`, and waits
+/// until it is SERVING.
+pub async fn start_scheduler_process(
+    port: u16,
+    database_url: &str,
+    dir: &std::path::Path,
+    log: &str,
+    extra: &[&str],
+) -> Process {
+    let mut args: Vec<String> = [
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--database-url",
+        database_url,
+        "--worker-ttl",
+        "10",
+        "--data-dir",
+        dir.to_str().expect("utf-8 path"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let process = Process::start("pulp-scheduler", &args, dir.join(log));
+    wait_for_health(
+        connect_eventually(&format!("http://127.0.0.1:{port}")).await,
+        tonic_health::pb::health_check_response::ServingStatus::Serving,
+    )
+    .await;
+    process
+}
+
+/// What tests that run our binaries as processes share: a fresh database,
+/// a directory for logs, data and working directories, and a free port for
+/// the scheduler (the same one across its restarts).
+pub struct ProcessEnv {
+    /// The database.
+    pub db: TestDb,
+    /// The directory.
+    pub dir: tempfile::TempDir,
+    /// The scheduler's port.
+    pub port: u16,
+}
+
+impl ProcessEnv {
+    /// A fresh environment on `backend`; `None` when the backend is
+    /// unavailable outside CI.
+    pub async fn new(backend: Backend) -> Option<ProcessEnv> {
+        init_logs();
+        let db = TestDb::new(backend).await?;
+        Some(ProcessEnv {
+            db,
+            dir: tempfile::tempdir().expect("temporary directory"),
+            port: free_port(),
+        })
+    }
+
+    /// The scheduler's URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts a scheduler process on the port and database, logging to
+    /// `log` in the directory ([`start_scheduler_process`]).
+    pub async fn start_scheduler(&self, log: &str, extra: &[&str]) -> Process {
+        start_scheduler_process(self.port, self.db.url(), self.dir.path(), log, extra).await
+    }
+
+    /// Starts a worker process connected to the scheduler
+    /// ([`start_worker_process_at`]).
+    pub async fn start_worker(&self, name: &str, slots: u32, extra: &[&str]) -> Process {
+        start_worker_process_at(&self.url(), self.dir.path(), name, slots, extra).await
+    }
 }
 
 /// A `grpc.health.v1.Health/Watch` stream kept open across status changes,

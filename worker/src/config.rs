@@ -1,5 +1,7 @@
 //! Worker configuration: command-line flags, each with a `PULP_*`
-//! environment equivalent and a documented default.
+//! environment equivalent, a key in the `--config` TOML file and a
+//! documented default (precedence: flag, environment, file, default; see
+//! `pulp_common::settings`).
 //!
 //! `main` parses a [`Config`] with clap; tests build one in code with
 //! [`Config::for_tests`] and adjust its public fields. [`crate::run_with`]
@@ -147,6 +149,34 @@ pub struct Config {
         default_value = "pretty"
     )]
     pub log_format: LogFormat,
+
+    /// PEM CA certificate(s) that signed the scheduler's TLS certificate;
+    /// needed for an `https://` scheduler URL.
+    #[arg(long, env = "PULP_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate this worker presents to the scheduler (which
+    /// checks it with its `--worker-ca`); needs `--tls-key`.
+    #[arg(long, env = "PULP_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "PULP_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Address to serve Prometheus metrics on (`GET /metrics`), as IP:PORT
+    /// [default: no metrics endpoint].
+    #[arg(long, env = "PULP_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// A TOML file of settings (keys as the flags, `working_dir` or
+    /// `working-dir`); flags and `PULP_*` variables override it.
+    #[arg(long, env = "PULP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective settings (secrets masked) and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 impl Config {
@@ -168,7 +198,31 @@ impl Config {
             storage_dir: PathBuf::from(".pulp/storage"),
             allowed_export_paths: Vec::new(),
             log_format: LogFormat::Pretty,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            metrics_listen: None,
+            config: None,
+            print_config: false,
         }
+    }
+
+    /// Reads the settings from the command line, `PULP_*` variables and the
+    /// `--config` file; exits with a message on a usage error.
+    pub fn load() -> (Config, pulp_common::settings::Sources) {
+        pulp_common::settings::parse::<Config>(std::env::args_os()).unwrap_or_else(|err| err.exit())
+    }
+
+    /// The effective settings as TOML, the database password masked.
+    pub fn render(sources: &pulp_common::settings::Sources) -> String {
+        use clap::CommandFactory;
+        pulp_common::settings::render(&Config::command(), sources, &[], |id, value| {
+            if id == "database_url" {
+                pulp_common::settings::redact_url(value)
+            } else {
+                value.to_owned()
+            }
+        })
     }
 }
 

@@ -38,6 +38,7 @@ pub(crate) struct Health {
 impl Health {
     /// SERVING when `serving`, else NOT_SERVING.
     pub fn set_serving(&self, serving: bool) {
+        crate::metrics::serving(serving);
         self.tx.send_if_modified(|current| {
             let changed = *current != serving;
             *current = serving;

@@ -23,6 +23,9 @@
 //!   sessions: assignments, results until acknowledged, reconnects, drain.
 //! - `results`, `backoff`: unacknowledged results and retry delays.
 //! - [`health`]: `grpc.health.v1`, SERVING while connected and not draining.
+//! - [`metrics`]: task start delay, durations and outcomes, connection
+//!   state, served at `--metrics-listen`.
+//! - `tls`: the TLS settings of the connection to the scheduler.
 //! - [`error`]: the worker's own errors ([`WorkerError`]).
 //!
 //! # Data flow
@@ -42,6 +45,7 @@ pub mod context;
 pub mod error;
 pub mod health;
 pub mod layout;
+pub mod metrics;
 pub mod outcome;
 pub mod progress;
 pub mod registry;
@@ -53,6 +57,7 @@ mod connection;
 mod results;
 mod runner;
 mod session;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,6 +144,13 @@ pub async fn run_with(
         ),
     };
     let (health, health_server) = health::start(listener).await;
+    let metrics_stop = CancellationToken::new();
+    if let Some(address) = config.metrics_listen {
+        pulp_common::metrics::start(address, metrics_stop.clone().cancelled_owned())
+            .await
+            .map_err(anyhow::Error::msg)?;
+        metrics::describe();
+    }
 
     info!(
         worker = %setup.name,
@@ -151,6 +163,7 @@ pub async fn run_with(
     );
     Connection::new(setup, registry, health).run(shutdown).await;
     health_server.shutdown().await;
+    metrics_stop.cancel();
     info!("worker stopped");
     Ok(())
 }
@@ -192,12 +205,13 @@ fn validate(config: &Config, registry: &TaskRegistry) -> Result<Setup, WorkerErr
         TaskName::parse(func)
             .map_err(|e| WorkerError::Config(format!("registered task {func:?}: {e}")))?;
     }
+    let tls = tls::load(config)?;
     let endpoints = config
         .scheduler
         .split(',')
         .map(str::trim)
         .filter(|url| !url.is_empty())
-        .map(scheduler_endpoint)
+        .map(|url| scheduler_endpoint(url, tls.as_ref()))
         .collect::<Result<Vec<_>, _>>()?;
     if endpoints.is_empty() {
         return Err(WorkerError::Config(
@@ -227,14 +241,36 @@ fn validate(config: &Config, registry: &TaskRegistry) -> Result<Setup, WorkerErr
     })
 }
 
-/// One scheduler URL as a configured endpoint.
-fn scheduler_endpoint(url: &str) -> Result<Endpoint, WorkerError> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
+/// One scheduler URL as a configured endpoint: `http://`, or `https://`
+/// with the TLS settings of `--tls-ca` (and the client certificate).
+fn scheduler_endpoint(
+    url: &str,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> Result<Endpoint, WorkerError> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| WorkerError::Config(format!("--scheduler {url:?} is not a URL: {e}")))?;
-    if endpoint.uri().scheme_str() != Some("http") {
-        return Err(WorkerError::Config(format!(
-            "--scheduler {url:?}: use an http:// URL (TLS is not supported yet)"
-        )));
+    match (endpoint.uri().scheme_str(), tls) {
+        (Some("http"), None) => {}
+        (Some("http"), Some(_)) => {
+            return Err(WorkerError::Config(format!(
+                "--scheduler {url:?}: TLS flags are given, so use an https:// URL"
+            )));
+        }
+        (Some("https"), Some(tls)) => {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| WorkerError::Config(format!("--scheduler {url:?}: TLS: {e}")))?;
+        }
+        (Some("https"), None) => {
+            return Err(WorkerError::Config(format!(
+                "--scheduler {url:?}: give --tls-ca, the CA that signed the scheduler's certificate"
+            )));
+        }
+        _ => {
+            return Err(WorkerError::Config(format!(
+                "--scheduler {url:?}: use an http:// or https:// URL"
+            )));
+        }
     }
     Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)

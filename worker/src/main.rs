@@ -4,14 +4,17 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use pulp_worker::Config;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let (config, sources) = Config::load();
+    if config.print_config {
+        print!("{}", Config::render(&sources));
+        return ExitCode::SUCCESS;
+    }
     pulp_common::telemetry::init(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -116,6 +116,7 @@ pub(crate) async fn run(
     let task_id = job.task_id;
     let attempt = job.attempt;
     let created = Arc::new(Mutex::new(Vec::new()));
+    let func = job.func.clone();
     info!("task started");
 
     let outcome = match WorkingDir::create(&settings.working_root, task_id) {
@@ -143,7 +144,15 @@ pub(crate) async fn run(
                 storage: settings.storage.clone(),
                 allowed_export_paths: settings.allowed_export_paths.clone(),
             });
+            crate::metrics::task_started(&func, started.elapsed());
+            let body = Instant::now();
             let outcome = supervise(job.task, ctx, timeout, settings.cancel_grace, &stop).await;
+            let label = match &outcome {
+                Outcome::Completed(_) => "completed",
+                Outcome::Failed(_) => "failed",
+                Outcome::Canceled { .. } => "canceled",
+            };
+            crate::metrics::task_finished(&func, label, body.elapsed());
             if let Err(err) = dir.remove().await {
                 warn!(error = %err, "could not remove the working directory");
             }

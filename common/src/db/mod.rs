@@ -8,6 +8,7 @@
 //! the same statements run on both.
 
 mod migrations;
+pub mod throwaway;
 
 pub use migrations::migrate;
 

@@ -9,6 +9,7 @@
 //! cancellations and result acknowledgements arrive on it in commit order.
 
 use super::{ApiError, convert, forward};
+use crate::auth::Auth;
 use crate::cluster::{Cluster, Route};
 use crate::engine::{Registration, WorkerEvent};
 use crate::store::workers;
@@ -39,13 +40,24 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct WorkersService {
     cluster: Cluster,
     db: DatabaseConnection,
+    auth: Auth,
 }
 
 impl WorkersService {
     /// Serves worker streams through `cluster`.
     pub fn new(cluster: Cluster) -> Self {
         let db = cluster.db().clone();
-        WorkersService { cluster, db }
+        WorkersService {
+            cluster,
+            db,
+            auth: Auth::open(),
+        }
+    }
+
+    /// Checks callers with `auth` (worker certificates, client tokens).
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
     }
 }
 
@@ -59,6 +71,7 @@ impl Workers for WorkersService {
         &self,
         request: Request<Streaming<pb::WorkerMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
+        self.auth.worker(&request)?;
         let engine = match self.cluster.route().await? {
             Route::Local(engine) => engine,
             Route::Remote(channel) => {
@@ -136,8 +149,9 @@ impl Workers for WorkersService {
 
     async fn list_workers(
         &self,
-        _request: Request<pb::ListWorkersRequest>,
+        request: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        self.auth.client(&request)?;
         let records = workers::list(&self.db).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ListWorkersResponse {
             workers: records.iter().map(convert::worker).collect(),

@@ -9,9 +9,10 @@
 use super::{
     Command, EngineError, EngineSettings, KnownFuncs, Outbox, Registration, SessionId, WorkerEvent,
 };
+use crate::metrics::{self, Transition};
 use crate::reservations::Reservations;
 use crate::store::{groups, tasks, workers};
-use crate::task::{NewTask, Progress, TaskFailure, TaskRecord};
+use crate::task::{NewTask, Outcome, Progress, TaskFailure, TaskRecord};
 use pulp_common::json;
 use pulp_common::names::{ResourceClaims, ResourceName, TaskId};
 use pulp_common::proto::tasking::v1 as pb;
@@ -29,6 +30,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+/// The longest a round waits for more commands ([`Core::gather`]).
+const GATHER: Duration = Duration::from_millis(1);
+/// Rounds smaller than this are not followed by a gathering wait.
+const GATHER_FROM: usize = 4;
+
 /// gRPC code numbers used in ResultAck.
 const CODE_OK: i32 = 0;
 const CODE_NOT_FOUND: i32 = 5;
@@ -43,6 +49,14 @@ enum Phase {
 }
 
 impl Phase {
+    fn state(&self) -> TaskState {
+        match self {
+            Phase::Waiting => TaskState::Waiting,
+            Phase::Running { .. } => TaskState::Running,
+            Phase::Canceling { .. } => TaskState::Canceling,
+        }
+    }
+
     fn worker(&self) -> Option<&str> {
         match self {
             Phase::Waiting => None,
@@ -100,6 +114,8 @@ struct Effects {
     closes: Vec<(Outbox, tonic::Status)>,
     changed: Vec<TaskId>,
     progress: HashMap<(i64, String), Progress>,
+    /// State changes, logged and counted after the commit.
+    transitions: Vec<Transition>,
 }
 
 pub(super) struct Core {
@@ -126,6 +142,9 @@ pub(super) struct Core {
     /// The process instance each worker name last registered with.
     instances: HashMap<String, String>,
     heartbeats: HashSet<String>,
+    /// Tasks ended in memory this round whose rows are not updated yet:
+    /// stored together in one statement ([`Core::flush_endings`]).
+    endings: Vec<tasks::Ending>,
     /// The in-memory state must be rebuilt before the next round.
     stale: bool,
     /// A newer leader took over: this engine must stop.
@@ -158,6 +177,7 @@ impl Core {
             leases: HashMap::new(),
             instances: HashMap::new(),
             heartbeats: HashSet::new(),
+            endings: Vec::new(),
             stale: true,
             fenced: false,
         }
@@ -168,6 +188,7 @@ impl Core {
             warn!(error = %err, "cannot load the task state yet; will retry");
         }
         let mut batch = Vec::with_capacity(self.settings.max_round);
+        let mut last_round = 0;
         loop {
             let lease_deadline = self.leases.values().min().copied();
             // While the state is stale, retry the rebuild once a second.
@@ -183,6 +204,8 @@ impl Core {
                 }
                 _ = sleep_until(wake) => {}
             }
+            self.gather(&mut batch, last_round).await;
+            last_round = batch.len();
             self.round(std::mem::take(&mut batch)).await;
             if self.fenced {
                 warn!("a newer leader took over: stopping this engine");
@@ -195,6 +218,27 @@ impl Core {
             )));
         }
         info!("engine stopped");
+    }
+
+    /// Under load, waits briefly for the rest of a round. Callers answered
+    /// by the last round send their next commands a moment after its
+    /// commit; a round that started on the first of them would leave the
+    /// others to wait for the round after (a convoy that halves the batch).
+    /// So when the last round was busy and this one is smaller, it waits
+    /// up to [`GATHER`] for as many commands as the last round had. An idle
+    /// system (one command at a time) never waits.
+    async fn gather(&mut self, batch: &mut Vec<Command>, last_round: usize) {
+        if last_round < GATHER_FROM || batch.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + GATHER;
+        while batch.len() < last_round.min(self.settings.max_round) {
+            let room = self.settings.max_round - batch.len();
+            match tokio::time::timeout_at(deadline, self.rx.recv_many(batch, room)).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
     }
 
     async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
@@ -220,9 +264,18 @@ impl Core {
             return;
         }
         let mut effects = Effects::default();
+        let commands = batch.len();
+        let started = std::time::Instant::now();
         let result = self.apply_round(batch, &mut effects).await;
         match result {
-            Ok(()) => self.deliver(effects),
+            Ok(()) => {
+                debug!(
+                    commands,
+                    micros = started.elapsed().as_micros() as u64,
+                    "round committed"
+                );
+                self.deliver(effects)
+            }
             Err(err) => {
                 warn!(error = %err, "round failed; rebuilding the state from the database");
                 for id in &effects.registered {
@@ -254,9 +307,18 @@ impl Core {
             )));
         }
         let now = now_micros();
-        self.expire_leases(&txn, now, effects).await?;
+        self.endings.clear();
+        self.expire_leases(&txn, effects).await?;
         let mut dispatches = Vec::new();
         for command in batch {
+            // Cancellation and registration read task rows: store the
+            // endings decided so far first.
+            if matches!(
+                command,
+                Command::Cancel { .. } | Command::CancelGroup { .. } | Command::Register { .. }
+            ) {
+                self.flush_endings(&txn, now).await?;
+            }
             match command {
                 Command::Dispatch { task, reply } => dispatches.push((*task, reply)),
                 Command::Cancel { id, reply } => {
@@ -294,6 +356,7 @@ impl Core {
                 }
             }
         }
+        self.flush_endings(&txn, now).await?;
         if !dispatches.is_empty() {
             self.insert_dispatches(&txn, dispatches, now, effects)
                 .await?;
@@ -343,6 +406,10 @@ impl Core {
         for id in effects.changed {
             let _ = self.changes.send(id);
         }
+        for t in &effects.transitions {
+            metrics::transition(t);
+        }
+        metrics::workers_connected(self.sessions.len());
     }
 
     /// Answers a failed round: UNAVAILABLE everywhere, nothing else sent.
@@ -388,15 +455,10 @@ impl Core {
                 }
                 WorkerEvent::Disconnected => self.disconnect(session),
                 WorkerEvent::Heartbeat => {
-                    // The worker is alive even if the database is not.
-                    self.renew(session);
-                    if let Some(outbox) = self.outbox_of(session) {
-                        let renewed = pb::LeaseRenewed {
-                            lease_ttl_seconds: self.settings.worker_ttl.as_secs_f64(),
-                        };
-                        let _ = outbox.send(Ok(message(
-                            pb::scheduler_message::Message::LeaseRenewed(renewed),
-                        )));
+                    // The worker is alive even if the database is not. A
+                    // failed round drops its messages: answer now.
+                    if let Some((outbox, renewed)) = self.renew(session) {
+                        let _ = outbox.send(Ok(renewed));
                     }
                 }
                 WorkerEvent::Progress { .. } | WorkerEvent::Draining => {}
@@ -478,6 +540,13 @@ impl Core {
                 .or_insert(worker.instance_id);
         }
         self.stale = false;
+        metrics::tasks_loaded(
+            &self
+                .tasks
+                .values()
+                .map(|t| t.phase.state())
+                .collect::<Vec<_>>(),
+        );
         info!(
             unfinished = self.tasks.len(),
             ready = self.ready.values().map(BTreeSet::len).sum::<usize>(),
@@ -534,13 +603,23 @@ impl Core {
         if accepted.is_empty() {
             return Ok(());
         }
-        let seqs = tasks::insert(txn, &accepted, now).await?;
-        for ((task, seq), reply) in accepted.into_iter().zip(seqs).zip(replies) {
+        let claims: Vec<&ResourceClaims> = accepted.iter().map(|t| &t.claims).collect();
+        let unblocked = self.reservations.admits_at_tail(&claims);
+        let seqs = tasks::insert(txn, &accepted, &unblocked, now).await?;
+        for (((task, seq), reply), predicted) in
+            accepted.into_iter().zip(seqs).zip(replies).zip(unblocked)
+        {
             let runnable = self.reservations.add(seq, &task.claims);
+            if runnable != predicted {
+                return Err(DbErr::Custom(format!(
+                    "task {} stored as {} but the reservations say otherwise",
+                    task.id,
+                    if predicted { "unblocked" } else { "blocked" }
+                )));
+            }
             let func: Arc<str> = Arc::from(task.func.as_str());
             if runnable {
                 self.ready.entry(func.clone()).or_default().insert(seq);
-                self.unblocked.push(seq);
             }
             self.ids.insert(task.id, seq);
             self.tasks.insert(
@@ -561,6 +640,9 @@ impl Core {
                     started_at: None,
                 },
             );
+            effects
+                .transitions
+                .push(transition(&self.tasks[&seq], None, TaskState::Waiting, now));
             effects.changed.push(task.id);
             effects.dispatched.push((seq, reply));
         }
@@ -592,8 +674,13 @@ impl Core {
                     tasks::cancel_waiting(txn, seq, now).await?,
                     "cancel a waiting task",
                 )?;
+                effects.transitions.push(transition(
+                    &self.tasks[&seq],
+                    Some(TaskState::Waiting),
+                    TaskState::Canceled,
+                    now,
+                ));
                 self.remove(seq);
-                info!(task_id = %id, "task canceled while waiting");
             }
             Phase::Running { worker } => {
                 expect_one(
@@ -609,7 +696,12 @@ impl Core {
                         .messages
                         .push((session.outbox.clone(), cancel_message(id, task.attempt)));
                 }
-                info!(task_id = %id, %worker, "task canceling");
+                effects.transitions.push(transition(
+                    task,
+                    Some(TaskState::Running),
+                    TaskState::Canceling,
+                    now,
+                ));
             }
             Phase::Canceling { .. } => {}
         }
@@ -715,18 +807,19 @@ impl Core {
                 t.phase = Phase::Waiting;
                 t.started_at = None;
                 self.ready.entry(t.func.clone()).or_default().insert(seq);
-                info!(task_id = %id, worker = %name, "task requeued: its worker never received it");
+                let mut change = transition(t, Some(TaskState::Running), TaskState::Waiting, now);
+                change.reason = Some("requeued: its worker never received it");
+                effects.transitions.push(change);
             } else {
                 let failure = TaskFailure::new(
                     format!("worker {name} restarted and no longer runs the task"),
                     "worker lost",
                 );
-                expect_one(
-                    tasks::fail_running(txn, seq, &name, attempt, &failure, now).await?,
-                    "fail a lost task",
-                )?;
-                self.remove(seq);
-                warn!(task_id = %id, worker = %name, "task failed: worker lost");
+                let t = &self.tasks[&seq];
+                let mut change = transition(t, Some(t.phase.state()), TaskState::Failed, now);
+                change.reason = Some("worker lost: it restarted");
+                self.end(seq, &name, attempt, Outcome::Failed(failure), Vec::new());
+                effects.transitions.push(change);
             }
             effects.changed.push(id);
         }
@@ -782,12 +875,21 @@ impl Core {
         self.sessions.get(name).map(|s| s.outbox.clone())
     }
 
-    fn renew(&mut self, session: SessionId) {
-        if let Some(name) = self.session_names.get(&session) {
-            self.leases
-                .insert(name.clone(), Instant::now() + self.settings.worker_ttl);
-            self.heartbeats.insert(name.clone());
-        }
+    /// Renews the lease of `session`'s worker (a Heartbeat) and returns the
+    /// `LeaseRenewed` answer for its stream; `None` for a superseded stream.
+    fn renew(&mut self, session: SessionId) -> Option<(Outbox, pb::SchedulerMessage)> {
+        let name = self.session_names.get(&session)?;
+        self.leases
+            .insert(name.clone(), Instant::now() + self.settings.worker_ttl);
+        self.heartbeats.insert(name.clone());
+        let renewed = pb::LeaseRenewed {
+            lease_ttl_seconds: self.settings.worker_ttl.as_secs_f64(),
+        };
+        let outbox = self.outbox_of(session)?;
+        Some((
+            outbox,
+            message(pb::scheduler_message::Message::LeaseRenewed(renewed)),
+        ))
     }
 
     fn disconnect(&mut self, session: SessionId) {
@@ -815,16 +917,7 @@ impl Core {
         };
         match event {
             WorkerEvent::Heartbeat => {
-                self.renew(session);
-                if let Some(s) = self.sessions.get(&name) {
-                    let renewed = pb::LeaseRenewed {
-                        lease_ttl_seconds: self.settings.worker_ttl.as_secs_f64(),
-                    };
-                    effects.messages.push((
-                        s.outbox.clone(),
-                        message(pb::scheduler_message::Message::LeaseRenewed(renewed)),
-                    ));
-                }
+                effects.messages.extend(self.renew(session));
             }
             WorkerEvent::Draining => {
                 if let Some(s) = self.sessions.get_mut(&name) {
@@ -857,6 +950,7 @@ impl Core {
             } => {
                 let outbox = self.sessions[&name].outbox.clone();
                 let Some(seq) = self.held_by(task_id, &name, attempt) else {
+                    self.flush_endings(txn, now).await?;
                     let (code, why) = match tasks::state_of(txn, task_id).await? {
                         None => (CODE_NOT_FOUND, format!("task {task_id} not found")),
                         Some(state) => (
@@ -872,17 +966,61 @@ impl Core {
                         .push((outbox, ack(task_id, attempt, code, &why)));
                     return Ok(());
                 };
-                let (rows, state) =
-                    tasks::finish(txn, seq, &name, attempt, &outcome, &created_resources, now)
-                        .await?;
-                expect_one(rows, "store a task outcome")?;
-                self.remove(seq);
-                info!(%task_id, worker = %name, %state, "task finished");
+                let t = &self.tasks[&seq];
+                let mut change = transition(t, Some(t.phase.state()), TaskState::Completed, now);
+                change.to = self.end(seq, &name, attempt, outcome, created_resources);
+                effects.transitions.push(change);
                 effects.changed.push(task_id);
                 effects
                     .acks
                     .push((outbox, ack(task_id, attempt, CODE_OK, "")));
             }
+        }
+        Ok(())
+    }
+
+    /// Ends a task held by `worker` at `attempt` in memory (its resources
+    /// are free for the rest of the round) and queues its row update for
+    /// [`Core::flush_endings`], which runs before the round commits.
+    /// Returns the state it ends in.
+    fn end(
+        &mut self,
+        seq: i64,
+        worker: &str,
+        attempt: i64,
+        outcome: Outcome,
+        created_resources: Vec<String>,
+    ) -> TaskState {
+        let ending = tasks::Ending {
+            seq,
+            worker: worker.to_owned(),
+            attempt,
+            outcome,
+            created_resources,
+        };
+        let state = match self.tasks.get(&seq).map(|t| &t.phase) {
+            Some(Phase::Canceling { .. }) => TaskState::Canceled,
+            _ => ending.state_if_running(),
+        };
+        self.endings.push(ending);
+        self.remove(seq);
+        state
+    }
+
+    /// Stores the endings queued this round, in one statement per chunk;
+    /// every row must change, or memory and database disagree.
+    async fn flush_endings(&mut self, txn: &DatabaseTransaction, now: i64) -> Result<(), DbErr> {
+        if self.endings.is_empty() {
+            return Ok(());
+        }
+        let endings = std::mem::take(&mut self.endings);
+        let changed = tasks::finish(txn, &endings, now).await?;
+        if changed.len() != endings.len() {
+            return Err(DbErr::Custom(format!(
+                "ended {} of {} tasks: the database disagrees with memory",
+                changed.len(),
+                endings.len()
+            )));
         }
         Ok(())
     }
@@ -899,7 +1037,6 @@ impl Core {
     async fn expire_leases(
         &mut self,
         txn: &DatabaseTransaction,
-        now: i64,
         effects: &mut Effects,
     ) -> Result<(), DbErr> {
         let instant = Instant::now();
@@ -933,15 +1070,16 @@ impl Core {
                     format!("worker {name} was not heard from for {ttl} s (its lease lapsed)"),
                     "worker lost",
                 );
-                expect_one(
-                    tasks::fail_running(txn, seq, &name, attempt, &failure, now).await?,
-                    "fail a task of a lost worker",
-                )?;
-                self.remove(seq);
+                let t = &self.tasks[&seq];
+                let mut change =
+                    transition(t, Some(t.phase.state()), TaskState::Failed, now_micros());
+                change.reason = Some("worker lost: its lease lapsed");
+                self.end(seq, &name, attempt, Outcome::Failed(failure), Vec::new());
+                effects.transitions.push(change);
                 effects.changed.push(id);
-                warn!(task_id = %id, worker = %name, "task failed: worker lost");
             }
             workers::set_state(txn, &name, "lost").await?;
+            metrics::worker_lost();
             warn!(worker = %name, "worker lost: lease lapsed");
         }
         Ok(())
@@ -1004,14 +1142,20 @@ impl Core {
                 }
             }
         }
-        for (worker, seqs) in picks {
-            let changed = tasks::claim(txn, &worker, &seqs, now).await?;
-            if changed != seqs.len() as u64 {
+        let pairs: Vec<(i64, &str)> = picks
+            .iter()
+            .flat_map(|(worker, seqs)| seqs.iter().map(move |seq| (*seq, worker.as_str())))
+            .collect();
+        if !pairs.is_empty() {
+            let changed = tasks::claim(txn, &pairs, now).await?;
+            if changed != pairs.len() as u64 {
                 return Err(DbErr::Custom(format!(
                     "claimed {changed} of {} tasks: the database disagrees with memory",
-                    seqs.len()
+                    pairs.len()
                 )));
             }
+        }
+        for (worker, seqs) in picks {
             let outbox = self.sessions[&worker].outbox.clone();
             for seq in seqs {
                 let task = self.tasks.get_mut(&seq).expect("picked task present");
@@ -1025,6 +1169,12 @@ impl Core {
                 effects
                     .messages
                     .push((outbox.clone(), assignment_message(task)));
+                effects.transitions.push(transition(
+                    task,
+                    Some(TaskState::Waiting),
+                    TaskState::Running,
+                    now,
+                ));
                 effects.changed.push(task.id);
                 debug!(task_id = %task.id, %worker, attempt = task.attempt, "task assigned");
             }
@@ -1136,5 +1286,22 @@ fn live_record(seq: i64, task: &LiveTask) -> TaskRecord {
         result: None,
         created_resources: Vec::new(),
         progress: Vec::new(),
+    }
+}
+
+/// A state change of `task` at `now`, to log and count after the commit.
+fn transition(task: &LiveTask, from: Option<TaskState>, to: TaskState, now: i64) -> Transition {
+    Transition {
+        task_id: task.id,
+        func: task.func.clone(),
+        from,
+        to,
+        attempt: task.attempt,
+        created_at: task.created_at,
+        unblocked_at: task.unblocked_at,
+        started_at: task.started_at,
+        at: now,
+        worker: task.phase.worker().map(str::to_owned),
+        reason: None,
     }
 }

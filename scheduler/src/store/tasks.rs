@@ -9,44 +9,56 @@ use crate::task::{NewTask, Outcome, Progress, TaskFailure, TaskRecord};
 use pulp_common::db::{placeholders, stmt};
 use pulp_common::names::TaskId;
 use pulp_common::state::TaskState;
-use sea_orm::{ConnectionTrait, DbErr, QueryResult, Value};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Value};
 use std::collections::HashMap;
 
 const COLUMNS: &str = "seq, id, func, args, kwargs, exclusive_resources, shared_resources, state, \
     task_group_id, parent_task_id, worker, attempt, timeout_ms, created_at, unblocked_at, \
     started_at, finished_at, error, result, created_resources";
 
-/// Inserts tasks in one statement per chunk and returns their seqs, in the
+/// Inserts tasks and their resource claims and returns their seqs, in the
 /// order given (dispatch order follows the order of `tasks`).
+/// `unblocked[i]` says that task i may run at once: its `unblocked_at` is
+/// `now`. On PostgreSQL one statement per chunk writes both tables (a
+/// data-modifying CTE: one round trip); SQLite, in process, takes two.
 pub async fn insert(
     conn: &impl ConnectionTrait,
     tasks: &[NewTask],
+    unblocked: &[bool],
     now: i64,
 ) -> Result<Vec<i64>, DbErr> {
+    debug_assert_eq!(tasks.len(), unblocked.len());
     let backend = conn.get_database_backend();
+    let names = |list: &[pulp_common::names::ResourceName]| {
+        serde_json::to_string(&list.iter().map(|r| r.as_str()).collect::<Vec<_>>())
+            .expect("a list of strings serialises")
+    };
     let mut seqs: HashMap<String, i64> = HashMap::with_capacity(tasks.len());
-    for chunk in tasks.chunks(CHUNK / 4) {
-        let mut values = Vec::with_capacity(chunk.len() * 11);
+    const PER_ROW: usize = 11;
+    for (chunk, chunk_unblocked) in tasks
+        .chunks(CHUNK / PER_ROW)
+        .zip(unblocked.chunks(CHUNK / PER_ROW))
+    {
+        let mut values = Vec::with_capacity(chunk.len() * PER_ROW);
         let mut rows = Vec::with_capacity(chunk.len());
-        for task in chunk {
+        for (task, unblocked) in chunk.iter().zip(chunk_unblocked) {
             let n = values.len();
+            let params: Vec<String> = (n + 1..=n + PER_ROW).map(|i| format!("${i}")).collect();
+            // The state, attempt and created_resources are literals.
             rows.push(format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, 'waiting', ${}, ${}, 0, ${}, ${}, '[]')",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4,
-                n + 5,
-                n + 6,
-                n + 7,
-                n + 8,
-                n + 9,
-                n + 10
+                "({}, {}, {}, {}, {}, {}, 'waiting', {}, {}, 0, {}, {}, {}, '[]')",
+                params[0],
+                params[1],
+                params[2],
+                params[3],
+                params[4],
+                params[5],
+                params[6],
+                params[7],
+                params[8],
+                params[9],
+                params[10]
             ));
-            let names = |list: &[pulp_common::names::ResourceName]| {
-                serde_json::to_string(&list.iter().map(|r| r.as_str()).collect::<Vec<_>>())
-                    .expect("a list of strings serialises")
-            };
             values.extend([
                 Value::from(task.id.to_string()),
                 Value::from(task.func.as_str().to_owned()),
@@ -58,15 +70,26 @@ pub async fn insert(
                 Value::from(task.parent_task_id.map(|p| p.to_string())),
                 Value::from(task.timeout_ms),
                 Value::from(now),
+                Value::from(unblocked.then_some(now)),
             ]);
         }
-        // Ten values per row; the state, attempt and created_resources are literals.
-        let sql = format!(
+        let insert_tasks = format!(
             "INSERT INTO tasks (id, func, args, kwargs, exclusive_resources, shared_resources, state, \
-             task_group_id, parent_task_id, attempt, timeout_ms, created_at, created_resources) \
-             VALUES {} RETURNING seq, id",
+             task_group_id, parent_task_id, attempt, timeout_ms, created_at, unblocked_at, \
+             created_resources) VALUES {}",
             rows.join(", ")
         );
+        let sql = match backend {
+            DbBackend::Postgres => format!(
+                "WITH t AS ({insert_tasks} RETURNING seq, id, exclusive_resources, shared_resources), \
+                 r AS (INSERT INTO task_resources (resource, task_seq, exclusive) \
+                   SELECT e.name, t.seq, TRUE FROM t, json_array_elements_text(t.exclusive_resources::json) AS e(name) \
+                   UNION ALL \
+                   SELECT s.name, t.seq, FALSE FROM t, json_array_elements_text(t.shared_resources::json) AS s(name)) \
+                 SELECT seq, id FROM t"
+            ),
+            _ => format!("{insert_tasks} RETURNING seq, id"),
+        };
         for row in conn.query_all_raw(stmt(backend, &sql, values)).await? {
             seqs.insert(get(&row, "id")?, get(&row, "seq")?);
         }
@@ -78,11 +101,13 @@ pub async fn insert(
             .get(&task.id.to_string())
             .ok_or_else(|| DbErr::Custom("inserted task missing from RETURNING".into()))?;
         out.push(seq);
-        resource_rows.extend(
-            task.claims
-                .iter()
-                .map(|(r, ex)| (r.as_str().to_owned(), seq, ex)),
-        );
+        if backend != DbBackend::Postgres {
+            resource_rows.extend(
+                task.claims
+                    .iter()
+                    .map(|(r, ex)| (r.as_str().to_owned(), seq, ex)),
+            );
+        }
     }
     for chunk in resource_rows.chunks(CHUNK / 3) {
         let mut values = Vec::with_capacity(chunk.len() * 3);
@@ -125,25 +150,32 @@ pub async fn set_unblocked(
     Ok(())
 }
 
-/// Assigns WAITING tasks to `worker`: RUNNING, attempt + 1. Returns how many
-/// rows changed (the caller expects all of them).
+/// Assigns WAITING tasks to workers, `(seq, worker)` pairs: RUNNING,
+/// attempt + 1, one statement per chunk. Returns how many rows changed (the
+/// caller expects all of them).
 pub async fn claim(
     conn: &impl ConnectionTrait,
-    worker: &str,
-    seqs: &[i64],
+    picks: &[(i64, &str)],
     now: i64,
 ) -> Result<u64, DbErr> {
     let backend = conn.get_database_backend();
     let mut changed = 0;
-    for chunk in seqs.chunks(CHUNK) {
+    for chunk in picks.chunks(CHUNK / 2) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(${}, ${})", 2 + i * 2, 3 + i * 2))
+            .collect();
         let sql = format!(
-            "UPDATE tasks SET state = 'running', worker = $1, started_at = $2, attempt = attempt + 1, \
-             unblocked_at = COALESCE(unblocked_at, $2) WHERE state = 'waiting' AND seq IN ({})",
-            placeholders(3, chunk.len())
+            "WITH v (seq, worker) AS (VALUES {}) \
+             UPDATE tasks SET state = 'running', worker = v.worker, started_at = $1, \
+             attempt = tasks.attempt + 1, unblocked_at = COALESCE(tasks.unblocked_at, $1) \
+             FROM v WHERE tasks.seq = v.seq AND tasks.state = 'waiting'",
+            rows.join(", ")
         );
-        let values = [Value::from(worker.to_owned()), Value::from(now)]
-            .into_iter()
-            .chain(chunk.iter().map(|s| Value::from(*s)));
+        let mut values = Vec::with_capacity(1 + chunk.len() * 2);
+        values.push(Value::from(now));
+        for (seq, worker) in chunk {
+            values.extend([Value::from(*seq), Value::from((*worker).to_owned())]);
+        }
         changed += conn
             .execute_raw(stmt(backend, &sql, values))
             .await?
@@ -172,79 +204,100 @@ pub async fn requeue(
         .rows_affected())
 }
 
-/// Ends a RUNNING or CANCELING task with its worker's outcome, fenced by
-/// worker and attempt. A CANCELING task ends CANCELED whatever it returned.
-pub async fn finish(
-    conn: &impl ConnectionTrait,
-    seq: i64,
-    worker: &str,
-    attempt: i64,
-    outcome: &Outcome,
-    created_resources: &[String],
-    now: i64,
-) -> Result<(u64, TaskState), DbErr> {
-    let (state_if_running, result, error) = match outcome {
-        Outcome::Completed(result) => (TaskState::Completed, Some(result.clone()), None),
-        Outcome::Failed(failure) => (TaskState::Failed, None, Some(failure.clone())),
-        Outcome::Canceled { forced } => (
-            TaskState::Canceled,
-            None,
-            forced.then(|| {
-                TaskFailure::new(
-                    "the task ignored its cancellation and was aborted",
-                    "canceled by force",
-                )
-            }),
-        ),
-    };
-    let error = error.map(|e| serde_json::to_string(&e).expect("a failure serialises"));
-    let created = serde_json::to_string(created_resources).expect("a list serialises");
-    let sql = "UPDATE tasks SET \
-        state = CASE WHEN state = 'canceling' THEN 'canceled' ELSE $1 END, \
-        finished_at = $2, result = $3, error = $4, created_resources = $5 \
-        WHERE seq = $6 AND worker = $7 AND attempt = $8 AND state IN ('running', 'canceling') \
-        RETURNING state";
-    let values = [
-        Value::from(state_if_running.as_str()),
-        Value::from(now),
-        Value::from(result),
-        Value::from(error),
-        Value::from(created),
-        Value::from(seq),
-        Value::from(worker.to_owned()),
-        Value::from(attempt),
-    ];
-    let rows = conn
-        .query_all_raw(stmt(conn.get_database_backend(), sql, values))
-        .await?;
-    let state = match rows.first() {
-        Some(row) => parse_state(&get::<String>(row, "state")?)?,
-        None => state_if_running,
-    };
-    Ok((rows.len() as u64, state))
+/// How a RUNNING or CANCELING task ends: its worker's outcome, or a
+/// failure the scheduler decided (worker lost).
+#[derive(Debug, Clone)]
+pub struct Ending {
+    /// The task.
+    pub seq: i64,
+    /// The worker it must still be running on.
+    pub worker: String,
+    /// The attempt it must still be at.
+    pub attempt: i64,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Names of the resources it created.
+    pub created_resources: Vec<String>,
 }
 
-/// Fails RUNNING/CANCELING tasks of a worker (lost, restarted), fenced by
-/// attempt. A CANCELING one ends CANCELED.
-pub async fn fail_running(
+impl Ending {
+    /// The final state unless the task was CANCELING (then CANCELED).
+    pub fn state_if_running(&self) -> TaskState {
+        match self.outcome {
+            Outcome::Completed(_) => TaskState::Completed,
+            Outcome::Failed(_) => TaskState::Failed,
+            Outcome::Canceled { .. } => TaskState::Canceled,
+        }
+    }
+}
+
+/// Ends tasks, one statement per chunk, each row fenced by worker and
+/// attempt: a task no longer RUNNING/CANCELING on that worker and attempt
+/// is left alone. A CANCELING task ends CANCELED whatever it returned.
+/// Returns the seqs that changed.
+pub async fn finish(
     conn: &impl ConnectionTrait,
-    seq: i64,
-    worker: &str,
-    attempt: i64,
-    failure: &TaskFailure,
+    endings: &[Ending],
     now: i64,
-) -> Result<u64, DbErr> {
-    let (n, _) = finish(
-        conn,
-        seq,
-        worker,
-        attempt,
-        &Outcome::Failed(failure.clone()),
-        &[],
-        now,
-    )
-    .await?;
-    Ok(n)
+) -> Result<Vec<i64>, DbErr> {
+    let backend = conn.get_database_backend();
+    let mut changed = Vec::with_capacity(endings.len());
+    for chunk in endings.chunks(CHUNK / 7) {
+        let mut values = Vec::with_capacity(1 + chunk.len() * 7);
+        values.push(Value::from(now));
+        let mut rows = Vec::with_capacity(chunk.len());
+        for (i, ending) in chunk.iter().enumerate() {
+            let n = 2 + i * 7;
+            rows.push(format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                n,
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5,
+                n + 6
+            ));
+            let (result, error) = match &ending.outcome {
+                Outcome::Completed(result) => (Some(result.clone()), None),
+                Outcome::Failed(failure) => (None, Some(failure.clone())),
+                Outcome::Canceled { forced } => (
+                    None,
+                    forced.then(|| {
+                        TaskFailure::new(
+                            "the task ignored its cancellation and was aborted",
+                            "canceled by force",
+                        )
+                    }),
+                ),
+            };
+            let error = error.map(|e| serde_json::to_string(&e).expect("a failure serialises"));
+            let created =
+                serde_json::to_string(&ending.created_resources).expect("a list serialises");
+            values.extend([
+                Value::from(ending.seq),
+                Value::from(ending.worker.clone()),
+                Value::from(ending.attempt),
+                Value::from(ending.state_if_running().as_str()),
+                Value::from(result),
+                Value::from(error),
+                Value::from(created),
+            ]);
+        }
+        let sql = format!(
+            "WITH v (seq, worker, attempt, state, result, error, created) AS (VALUES {}) \
+             UPDATE tasks SET \
+             state = CASE WHEN tasks.state = 'canceling' THEN 'canceled' ELSE v.state END, \
+             finished_at = $1, result = v.result, error = v.error, created_resources = v.created \
+             FROM v WHERE tasks.seq = v.seq AND tasks.worker = v.worker AND tasks.attempt = v.attempt \
+             AND tasks.state IN ('running', 'canceling') RETURNING tasks.seq",
+            rows.join(", ")
+        );
+        for row in conn.query_all_raw(stmt(backend, &sql, values)).await? {
+            changed.push(get(&row, "seq")?);
+        }
+    }
+    Ok(changed)
 }
 
 /// Cancels a WAITING task at once.

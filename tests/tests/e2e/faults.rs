@@ -17,18 +17,19 @@
 //!   sent after the round that registered it (and assigned it work)
 //!   committed.
 
+use pulp_common::proto::content::v1 as content;
+use pulp_common::proto::content::v1::repositories_client::RepositoriesClient;
 use pulp_common::proto::tasking::v1 as pb;
 use pulp_common::proto::tasking::v1::tasks_client::TasksClient;
 use pulp_common::proto::tasking::v1::workers_client::WorkersClient;
 use pulp_tests::{
-    Backend, HealthWatch, PostgresCluster, Process, TestApp, TestDb, WAIT, body_interval,
-    both_databases, connect_eventually, dispatch_request, free_port, is_final,
-    start_worker_process_at, state, wait_for_health,
+    Backend, HealthWatch, PostgresCluster, Process, ProcessEnv, TaskRegistry, TestApp, WAIT,
+    body_interval, both_databases, connect_eventually, dispatch_request, free_port, is_final,
+    start_scheduler_process, state, wait_for_health,
 };
 use rand::SeedableRng;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -46,6 +47,7 @@ both_databases!(
     hard_cancel_aborts_a_task_that_ignores_cancellation,
     drain_lets_running_tasks_finish_within_the_grace,
     drain_aborts_tasks_past_the_grace,
+    scheduler_sigterm_closes_worker_streams_and_loses_nothing,
 );
 
 /// The worker TTL of the scheduler in most scenarios, in seconds: short, so
@@ -153,84 +155,9 @@ async fn killed_worker_fails_its_task_and_frees_the_resource(backend: Backend) {
     assert!(body_interval(&second).0 >= micros(&failed.finished_at));
 }
 
-/// A worker process holding exclusive[R] is frozen with SIGSTOP. Its lease
-/// lapses, its task ends FAILED ("worker lost"), and a second task on R
-/// runs elsewhere and completes. Then the frozen worker resumes: it stops
-/// or drops its stale task, reconnects by itself, and nothing it reports
-/// changes the first task, which stays FAILED.
-async fn stopped_worker_is_fenced_after_its_lease_lapses(backend: Backend) {
-    let Some(app) = short_ttl_app(backend).await else {
-        return;
-    };
-    let mut frozen = app.start_worker_process("frozen", 1, &[]).await;
-    let first = app
-        .dispatch("sleep", json!({"seconds": 4}), &["R"], &[])
-        .await;
-    let running = app.wait_body_started(&first.id).await;
-    assert_eq!(running.worker, "frozen");
-    let health_url = frozen.health_url.clone().expect("health URL");
-    let mut health = HealthWatch::open(connect_eventually(&health_url).await).await;
-    health.wait_for(ServingStatus::Serving).await;
-
-    frozen.signal("STOP");
-    let stopped_at = Instant::now();
-    let _survivor = app.start_worker("survivor", 1).await;
-    let second = app
-        .dispatch("sleep", json!({"seconds": 0.5}), &["R"], &[])
-        .await;
-    let failed = app.wait_final(&first.id).await;
-    eprintln!(
-        "[{backend:?}] frozen worker: its task FAILED {:.3} s after SIGSTOP (TTL {TTL} s)",
-        stopped_at.elapsed().as_secs_f64()
-    );
-    assert_eq!(state(&failed), pb::TaskState::Failed, "{failed:?}");
-    let why = reason(&failed).to_owned();
-    assert!(
-        why.contains("worker") && why.contains("lost"),
-        "reason {why:?}"
-    );
-    let second = app.wait_final(&second.id).await;
-    assert_eq!(state(&second), pb::TaskState::Completed, "{second:?}");
-    assert_eq!(second.worker, "survivor");
-    assert!(
-        micros(&second.started_at) >= micros(&failed.finished_at),
-        "overlap: the second task started before the first one ended"
-    );
-    let workers = list_workers(&app).await;
-    assert_eq!(worker_state(&workers["frozen"]), pb::WorkerState::Lost);
-
-    // Resume it: it notices the lost lease or the closed stream (NOT_SERVING)
-    // and registers again by itself (SERVING).
-    let resumed_at = Instant::now();
-    let resumed_wall = now_micros();
-    frozen.signal("CONT");
-    health.wait_for(ServingStatus::NotServing).await;
-    health.wait_for(ServingStatus::Serving).await;
-    eprintln!(
-        "[{backend:?}] frozen worker: SERVING again {:.3} s after SIGCONT",
-        resumed_at.elapsed().as_secs_f64()
-    );
-    let workers = list_workers(&app).await;
-    let again = &workers["frozen"];
-    assert_eq!(worker_state(again), pb::WorkerState::Online, "{again:?}");
-    assert!(micros(&again.connected_at) >= resumed_wall, "{again:?}");
-    let unchanged = |task: &pb::Task| {
-        assert_eq!(state(task), pb::TaskState::Failed, "{task:?}");
-        assert_eq!(reason(task), why);
-        assert_eq!(task.finished_at, failed.finished_at);
-        assert!(task.result.is_none(), "{task:?}");
-    };
-    unchanged(&get_task(&mut app.tasks(), &first.id).await);
-
-    // Drain it: it exits once every result it still held was acknowledged
-    // (stored or refused), so after its exit nothing it says can arrive.
-    frozen.signal("TERM");
-    let Some(status) = frozen.wait_exit(WAIT).await else {
-        panic!("the worker did not exit by itself:\n{}", frozen.log_text());
-    };
-    assert!(status.success(), "{status:?}");
-    unchanged(&get_task(&mut app.tasks(), &first.id).await);
-    let log = frozen.log_text();
+/// Asserts that a resumed worker's log shows its lease loss and the refusal
+/// of its stale task (its late result or the task itself).
+fn assert_stale_task_refused(backend: Backend, log: &str) {
     let refusals = [
         "dropped a result the scheduler no longer expects",
         "the scheduler refused the result",
@@ -251,6 +178,158 @@ async fn stopped_worker_is_fenced_after_its_lease_lapses(backend: Backend) {
             || log.contains("lease expired"),
         "the resumed worker's log shows no lease loss:\n{log}"
     );
+}
+
+/// The names of every repository, through the content API.
+async fn repository_names(app: &TestApp) -> Vec<String> {
+    RepositoriesClient::new(app.channel.clone())
+        .list_repositories(content::ListRepositoriesRequest {
+            page_size: 1000,
+            page_token: String::new(),
+        })
+        .await
+        .expect("list repositories")
+        .into_inner()
+        .repositories
+        .into_iter()
+        .map(|r| r.name)
+        .collect()
+}
+
+/// A worker process holding exclusive[R] is frozen with SIGSTOP while its
+/// task has a database write still to come: `sleep_then_write` (a
+/// diagnostic task) sleeps 3 s, then creates repository "late" in a
+/// transaction committed through its fence. The worker's lease lapses, its
+/// task ends FAILED ("worker lost"), the worker is LOST, and only then does
+/// a second `sleep_then_write` on R run on another worker and create
+/// repository "after". Then the frozen worker resumes (SIGCONT): it notices
+/// the lost lease (NOT_SERVING), registers again by itself (SERVING, ONLINE)
+/// and goes on into its write, which it does not drop on cancellation
+/// (`ignore_cancel`, and a 60 s cancel grace so that it is not aborted
+/// first). The fence refuses the write (the worker logs so) and "late" does
+/// not exist; the late result is refused; the first task is unchanged
+/// (FAILED, worker lost, no result); the two tasks' RUNNING intervals do
+/// not overlap.
+async fn stopped_worker_is_fenced_after_its_lease_lapses(backend: Backend) {
+    let Some(app) = short_ttl_app(backend).await else {
+        return;
+    };
+    let database_url = app.db.url().to_owned();
+    let storage = app.work_root.path().join("storage");
+    let storage_arg = storage.to_str().expect("utf-8 path").to_owned();
+    let mut frozen = app
+        .start_worker_process(
+            "frozen",
+            1,
+            &[
+                "--database-url",
+                &database_url,
+                "--storage-dir",
+                &storage_arg,
+                "--cancel-grace",
+                "60",
+            ],
+        )
+        .await;
+    let first = app
+        .dispatch(
+            "sleep_then_write",
+            json!({"seconds": 3, "ignore_cancel": true, "repository_name": "late"}),
+            &["R"],
+            &[],
+        )
+        .await;
+    let running = app.wait_body_started(&first.id).await;
+    assert_eq!(running.worker, "frozen");
+    let health_url = frozen.health_url.clone().expect("health URL");
+    let mut health = HealthWatch::open(connect_eventually(&health_url).await).await;
+    health.wait_for(ServingStatus::Serving).await;
+
+    frozen.signal("STOP");
+    let stopped_at = Instant::now();
+    let survivor_db = database_url.clone();
+    let _survivor = app
+        .start_worker_with("survivor", 1, TaskRegistry::with_content(), |config| {
+            config.database_url = Some(survivor_db);
+            config.storage_dir = storage;
+        })
+        .await;
+    let second = app
+        .dispatch(
+            "sleep_then_write",
+            json!({"seconds": 0, "repository_name": "after"}),
+            &["R"],
+            &[],
+        )
+        .await;
+    let failed = app.wait_final(&first.id).await;
+    eprintln!(
+        "[{backend:?}] frozen worker: its task FAILED {:.3} s after SIGSTOP (TTL {TTL} s)",
+        stopped_at.elapsed().as_secs_f64()
+    );
+    // Had the write landed before SIGSTOP, the task would have COMPLETED.
+    assert_eq!(state(&failed), pb::TaskState::Failed, "{failed:?}");
+    let why = reason(&failed).to_owned();
+    assert!(
+        why.contains("worker") && why.contains("lost"),
+        "reason {why:?}"
+    );
+    let second = app.wait_final(&second.id).await;
+    assert_eq!(state(&second), pb::TaskState::Completed, "{second:?}");
+    assert_eq!(second.worker, "survivor");
+    assert!(
+        micros(&second.started_at) >= micros(&failed.finished_at),
+        "overlap: the second task started before the first one ended: {second:?} {failed:?}"
+    );
+    assert!(body_interval(&second).0 >= micros(&failed.finished_at));
+    let names = repository_names(&app).await;
+    assert!(names.contains(&"after".to_owned()), "{names:?}");
+    assert!(!names.contains(&"late".to_owned()), "{names:?}");
+    let workers = list_workers(&app).await;
+    assert_eq!(worker_state(&workers["frozen"]), pb::WorkerState::Lost);
+
+    let resumed_at = Instant::now();
+    let resumed_wall = now_micros();
+    frozen.signal("CONT");
+    health.wait_for(ServingStatus::NotServing).await;
+    health.wait_for(ServingStatus::Serving).await;
+    eprintln!(
+        "[{backend:?}] frozen worker: SERVING again {:.3} s after SIGCONT",
+        resumed_at.elapsed().as_secs_f64()
+    );
+    let workers = list_workers(&app).await;
+    let again = &workers["frozen"];
+    assert_eq!(worker_state(again), pb::WorkerState::Online, "{again:?}");
+    assert!(micros(&again.connected_at) >= resumed_wall, "{again:?}");
+    // Drain it: it exits once its stale task returned (after its write
+    // attempt: the task ignores the stop and the cancel grace is 60 s) and
+    // every result it held was acknowledged or dropped.
+    frozen.signal("TERM");
+    let Some(status) = frozen.wait_exit(WAIT).await else {
+        panic!("the worker did not exit by itself:\n{}", frozen.log_text());
+    };
+    assert!(status.success(), "{status:?}");
+    let log = frozen.log_text();
+    assert!(
+        log.contains("sleep_then_write: the fence refused the write"),
+        "the resumed worker never tried its write, or it was not refused:\n{log}"
+    );
+    assert!(
+        !log.contains("sleep_then_write: the write committed"),
+        "{log}"
+    );
+    assert_stale_task_refused(backend, &log);
+    let names = repository_names(&app).await;
+    assert!(
+        !names.contains(&"late".to_owned()),
+        "the fenced write landed: {names:?}"
+    );
+    let last = get_task(&mut app.tasks(), &first.id).await;
+    assert_eq!(state(&last), pb::TaskState::Failed, "{last:?}");
+    assert_eq!(reason(&last), why);
+    assert_eq!(last.finished_at, failed.finished_at);
+    assert!(last.result.is_none(), "{last:?}");
+    assert!(last.created_resources.is_empty(), "{last:?}");
 }
 
 /// Shared counters of the dispatching clients, which the test waits on.
@@ -407,21 +486,7 @@ async fn stop_load(
 
 /// Follows a task with WatchTask until it is final.
 async fn wait_final_at(tasks: &mut TasksClient<Channel>, id: &str) -> pb::Task {
-    let mut stream = tasks
-        .watch_task(pb::WatchTaskRequest { id: id.to_owned() })
-        .await
-        .unwrap_or_else(|s| panic!("watch {id}: {s}"))
-        .into_inner();
-    tokio::time::timeout(WAIT, async {
-        while let Some(task) = stream.message().await.expect("watch stream") {
-            if is_final(&task) {
-                return task;
-            }
-        }
-        panic!("watch of {id} ended before the task was final");
-    })
-    .await
-    .unwrap_or_else(|_| panic!("task {id} never reached a final state"))
+    pulp_tests::wait_task(tasks, id, is_final).await
 }
 
 /// True when the two tasks may not run at once.
@@ -460,50 +525,20 @@ fn assert_no_conflicting_overlap(tasks: &[pb::Task]) -> usize {
     pairs
 }
 
-/// Starts a `pulp-scheduler` process on `port` and `database_url` (worker
-/// TTL 10 s) and waits until it is SERVING.
-async fn start_scheduler_process(port: u16, database_url: &str, dir: &Path, log: &str) -> Process {
-    let args: Vec<String> = [
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--database-url",
-        database_url,
-        "--worker-ttl",
-        "10",
-        "--data-dir",
-        dir.to_str().expect("utf-8 path"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let process = Process::start("pulp-scheduler", &args, dir.join(log));
-    wait_for_health(
-        connect_eventually(&format!("http://127.0.0.1:{port}")).await,
-        ServingStatus::Serving,
-    )
-    .await;
-    process
-}
-
 /// A scheduler process is killed with -9 while four clients dispatch short
 /// tasks with mixed claims to two worker processes; it is restarted on the
 /// same port and database. Every acknowledged dispatch exists, every task
 /// completes, no conflicting pair overlapped, and both workers reconnected
 /// by themselves.
 async fn scheduler_killed_under_load_loses_nothing(backend: Backend) {
-    pulp_tests::init_logs();
-    let Some(db) = TestDb::new(backend).await else {
+    let Some(env) = ProcessEnv::new(backend).await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let scheduler = start_scheduler_process(port, db.url(), dir.path(), "scheduler-1.log").await;
+    let url = env.url();
+    let scheduler = env.start_scheduler("scheduler-1.log", &[]).await;
     let mut workers = Vec::new();
     for name in ["w1", "w2"] {
-        workers.push(
-            start_worker_process_at(&url, dir.path(), name, 4, &["--cancel-grace", "1"]).await,
-        );
+        workers.push(env.start_worker(name, 4, &["--cancel-grace", "1"]).await);
     }
 
     let stop = CancellationToken::new();
@@ -514,7 +549,7 @@ async fn scheduler_killed_under_load_loses_nothing(backend: Backend) {
     let acked_at_kill = counters.acked_now();
     scheduler.kill9();
     let restarted_wall = now_micros();
-    let _scheduler = start_scheduler_process(port, db.url(), dir.path(), "scheduler-2.log").await;
+    let _scheduler = env.start_scheduler("scheduler-2.log", &[]).await;
     let outage = killed_at.elapsed();
     let acked_at_restart = counters.acked_now();
     counters.wait_acked(acked_at_restart + 30).await;
@@ -868,7 +903,8 @@ async fn second_sqlite_scheduler_is_refused() {
         dir.path().join("pulp.sqlite").display()
     );
     let first_port = free_port();
-    let first = start_scheduler_process(first_port, &database_url, dir.path(), "first.log").await;
+    let first =
+        start_scheduler_process(first_port, &database_url, dir.path(), "first.log", &[]).await;
 
     let args: Vec<String> = [
         "--listen",
@@ -907,5 +943,206 @@ async fn second_sqlite_scheduler_is_refused() {
     assert_eq!(serving.status, ServingStatus::Serving as i32);
 
     first.kill9();
-    let _third = start_scheduler_process(free_port(), &database_url, dir.path(), "third.log").await;
+    let _third =
+        start_scheduler_process(free_port(), &database_url, dir.path(), "third.log", &[]).await;
+}
+
+/// SIGTERM on a scheduler process while a worker process runs a task
+/// holding exclusive[R] and a second task waits on R. The scheduler tells
+/// its workers by ending their streams with UNAVAILABLE "the scheduler is
+/// shutting down" (the status a worker retries on). So: the worker logs
+/// that reason (not a broken connection) and turns NOT_SERVING, keeping its
+/// task running; the scheduler exits 0 on its own, before its drain limit
+/// (no connection had to be cut); it accepts nothing afterwards (a new
+/// connection is refused). Restarted on the same port and database, it gets
+/// the worker back by itself, and both acknowledged tasks complete, one
+/// after the other.
+async fn scheduler_sigterm_closes_worker_streams_and_loses_nothing(backend: Backend) {
+    let Some(env) = ProcessEnv::new(backend).await else {
+        return;
+    };
+    let url = env.url();
+    let mut scheduler = env.start_scheduler("scheduler-1.log", &[]).await;
+    let worker = env.start_worker("w", 1, &[]).await;
+    let mut worker_health = HealthWatch::open(
+        connect_eventually(worker.health_url.as_deref().expect("health URL")).await,
+    )
+    .await;
+    worker_health.wait_for(ServingStatus::Serving).await;
+    let mut tasks = TasksClient::new(connect_eventually(&url).await);
+    let mut dispatch = async |seconds: f64| {
+        tasks
+            .dispatch(dispatch_request(
+                "sleep",
+                json!({"seconds": seconds}),
+                &["R"],
+                &[],
+            ))
+            .await
+            .expect("dispatch")
+            .into_inner()
+    };
+    let first = dispatch(2.0).await;
+    let second = dispatch(0.2).await;
+    let running = pulp_tests::wait_task(&mut tasks, &first.id, |t| {
+        state(t) == pb::TaskState::Running && !t.progress_reports.is_empty()
+    })
+    .await;
+    assert_eq!(running.worker, "w");
+    drop(tasks);
+
+    let term_at = Instant::now();
+    scheduler.signal("TERM");
+    worker_health.wait_for(ServingStatus::NotServing).await;
+    let Some(status) = scheduler.wait_exit(WAIT).await else {
+        panic!(
+            "the scheduler did not exit by itself:\n{}",
+            scheduler.log_text()
+        );
+    };
+    let took = term_at.elapsed();
+    eprintln!(
+        "[{backend:?}] scheduler SIGTERM: exited {status:?} {:.3} s after the signal",
+        took.as_secs_f64()
+    );
+    let log = scheduler.log_text();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("closing worker streams"), "{log}");
+    assert!(!log.contains("connections still open"), "{log}");
+    assert!(took < pulp_scheduler::DRAIN_LIMIT, "took {took:?}");
+    let refused = Endpoint::from_shared(url.clone())
+        .expect("endpoint")
+        .connect()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a stopped scheduler accepted a connection"
+    );
+    let worker_log = std::fs::read_to_string(&worker.log).unwrap_or_default();
+    assert!(
+        worker_log.contains(
+            "the scheduler ended the stream with Unavailable: the scheduler is shutting down"
+        ),
+        "the worker was not told that the scheduler shuts down:\n{worker_log}"
+    );
+
+    let restarted_wall = now_micros();
+    let _scheduler = env.start_scheduler("scheduler-2.log", &[]).await;
+    worker_health.wait_for(ServingStatus::Serving).await;
+    let channel = connect_eventually(&url).await;
+    let mut tasks = TasksClient::new(channel.clone());
+    let first = wait_final_at(&mut tasks, &first.id).await;
+    let second = wait_final_at(&mut tasks, &second.id).await;
+    for task in [&first, &second] {
+        assert_eq!(state(task), pb::TaskState::Completed, "{task:?}");
+        assert_eq!(task.worker, "w");
+    }
+    assert!(
+        body_interval(&first).1 <= body_interval(&second).0,
+        "the tasks on R overlapped: {first:?} {second:?}"
+    );
+    let workers = WorkersClient::new(channel)
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .expect("list workers")
+        .into_inner()
+        .workers;
+    let w = workers.iter().find(|w| w.name == "w").expect("w is listed");
+    assert_eq!(worker_state(w), pb::WorkerState::Online, "{w:?}");
+    assert!(micros(&w.connected_at) >= restarted_wall, "{w:?}");
+}
+
+/// A worker process draining after SIGTERM, with a 60 s shutdown grace and
+/// a task that would run 60 s, exits at once with code 130 on a second
+/// signal (SIGINT here) instead of waiting out the grace. The worker does
+/// not depend on the database: SQLite only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn second_signal_exits_a_draining_worker_at_once() {
+    let Some(app) = short_ttl_app(Backend::Sqlite).await else {
+        return;
+    };
+    let mut worker = app
+        .start_worker_process("drainer", 1, &["--shutdown-grace", "60"])
+        .await;
+    let running = app
+        .dispatch("sleep", json!({"seconds": 60}), &["R"], &[])
+        .await;
+    app.wait_body_started(&running.id).await;
+    let health_url = worker.health_url.clone().expect("health URL");
+    let mut health = HealthWatch::open(connect_eventually(&health_url).await).await;
+    health.wait_for(ServingStatus::Serving).await;
+
+    worker.signal("TERM");
+    health.wait_for(ServingStatus::NotServing).await;
+    assert!(
+        worker.wait_exit(Duration::ZERO).await.is_none(),
+        "the worker exited before its drain was over:\n{}",
+        worker.log_text()
+    );
+    let second_at = Instant::now();
+    worker.signal("INT");
+    let Some(status) = worker.wait_exit(WAIT).await else {
+        panic!(
+            "the worker did not exit on a second signal:\n{}",
+            worker.log_text()
+        );
+    };
+    let took = second_at.elapsed();
+    eprintln!(
+        "second signal: the draining worker exited {status:?} {:.3} s after it",
+        took.as_secs_f64()
+    );
+    assert_eq!(status.code(), Some(130), "{}", worker.log_text());
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(worker.log_text().contains("second signal: exiting at once"));
+    // It left without reporting: the scheduler fails the task (lost worker).
+    let ended = app.wait_final(&running.id).await;
+    assert_eq!(state(&ended), pb::TaskState::Failed, "{ended:?}");
+}
+
+/// A scheduler process shutting down after SIGTERM waits up to its drain
+/// limit (10 s) for open connections; a client holding a health Watch open
+/// keeps it waiting. It turns NOT_SERVING, and a second SIGTERM exits at
+/// once with code 130. The signal handling does not depend on the
+/// database: SQLite only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn second_signal_exits_a_stopping_scheduler_at_once() {
+    pulp_tests::init_logs();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let database_url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("pulp.sqlite").display()
+    );
+    let port = free_port();
+    let mut scheduler =
+        start_scheduler_process(port, &database_url, dir.path(), "scheduler.log", &[]).await;
+    let mut health =
+        HealthWatch::open(connect_eventually(&format!("http://127.0.0.1:{port}")).await).await;
+    health.wait_for(ServingStatus::Serving).await;
+
+    scheduler.signal("TERM");
+    health.wait_for(ServingStatus::NotServing).await;
+    assert!(
+        scheduler.wait_exit(Duration::ZERO).await.is_none(),
+        "the scheduler exited while a Watch was open:\n{}",
+        scheduler.log_text()
+    );
+    let second_at = Instant::now();
+    scheduler.signal("TERM");
+    let Some(status) = scheduler.wait_exit(WAIT).await else {
+        panic!(
+            "the scheduler did not exit on a second signal:\n{}",
+            scheduler.log_text()
+        );
+    };
+    let took = second_at.elapsed();
+    eprintln!(
+        "second signal: the stopping scheduler exited {status:?} {:.3} s after it",
+        took.as_secs_f64()
+    );
+    let log = scheduler.log_text();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(log.contains("second signal: exiting at once"), "{log}");
+    assert!(!log.contains("connections still open"), "{log}");
 }

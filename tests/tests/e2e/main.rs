@@ -4,11 +4,15 @@
 mod bad_input;
 mod cancel;
 mod cli;
+mod config;
 mod content;
 mod faults;
 mod groups;
 mod health;
+mod observability;
 mod purge;
+mod python_client;
 mod replicas;
 mod reservations;
+mod security;
 mod tasks;

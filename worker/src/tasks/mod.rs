@@ -27,6 +27,7 @@ pub fn register_builtin(registry: &mut TaskRegistry) {
 pub fn register_content(registry: &mut TaskRegistry) {
     registry
         .register(catalog::ADD_AND_REMOVE, add_and_remove::add_and_remove)
+        .register(catalog::SLEEP_THEN_WRITE, diagnostic::sleep_then_write)
         .register(catalog::PUBLISH, publish::publish)
         .register(
             catalog::FS_PUBLICATION_EXPORT,
