@@ -214,6 +214,11 @@ impl System {
         TaskGroupsClient::new(self.channel.clone())
     }
 
+    /// CPU seconds (user + system) the scheduler process used so far.
+    pub fn scheduler_cpu_seconds(&self) -> f64 {
+        cpu_seconds(&format!("/proc/{}/stat", self.scheduler.id()))
+    }
+
     /// The scheduler's peak resident memory so far, in bytes.
     pub fn scheduler_peak_rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.scheduler.id()))
@@ -254,4 +259,27 @@ impl Drop for System {
         let _ = self.scheduler.kill();
         let _ = self.scheduler.wait();
     }
+}
+
+/// CPU seconds (user + system) this process (clients and in-process
+/// workers) used so far.
+pub fn own_cpu_seconds() -> f64 {
+    cpu_seconds("/proc/self/stat")
+}
+
+/// utime + stime of a `/proc/PID/stat` file, in seconds (clock ticks of
+/// 1/100 s, Linux's USER_HZ).
+fn cpu_seconds(stat: &str) -> f64 {
+    let text = std::fs::read_to_string(stat).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = text.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }

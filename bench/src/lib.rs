@@ -128,18 +128,37 @@ pub async fn run(mut config: Config) -> anyhow::Result<bool> {
     }
     if wanted("e2e") || wanted("contention") || wanted("backlog") {
         let mut rates = Vec::with_capacity(runs);
+        let mut scheduler_cpu = Vec::with_capacity(runs);
+        let mut bench_cpu = Vec::with_capacity(runs);
         for _ in 0..runs {
-            let (rate, rss) = scenarios::e2e(&dbs, sizes).await?;
+            let (e2e, rss) = scenarios::e2e(&dbs, sizes).await?;
             peak_rss = peak_rss.max(rss);
-            rates.push(rate);
+            rates.push(e2e.tasks_per_s);
+            scheduler_cpu.push(e2e.scheduler_cpu_us_per_task);
+            bench_cpu.push(e2e.bench_cpu_us_per_task);
         }
         let rate = stats::median(&rates);
+        let (scheduler_cpu, bench_cpu) = (stats::median(&scheduler_cpu), stats::median(&bench_cpu));
         e2e_rate = Some(rate);
-        figures.insert("e2e".into(), json!({"tasks_per_s": rate}));
+        figures.insert(
+            "e2e".into(),
+            json!({"tasks_per_s": rate, "scheduler_cpu_us_per_task": scheduler_cpu,
+                   "clients_and_workers_cpu_us_per_task": bench_cpu}),
+        );
         rows.push((
             "e2e".into(),
             "completed tasks/s".into(),
             format!("{rate:.0}"),
+        ));
+        rows.push((
+            "e2e".into(),
+            "scheduler CPU us/task".into(),
+            format!("{scheduler_cpu:.0}"),
+        ));
+        rows.push((
+            "e2e".into(),
+            "clients+workers CPU us/task".into(),
+            format!("{bench_cpu:.0}"),
         ));
     }
     if wanted("latency") {

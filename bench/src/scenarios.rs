@@ -2,7 +2,7 @@
 //! and returns its figures; throughput scenarios are repeated and the
 //! median is reported.
 
-use crate::env::{Databases, System};
+use crate::env::{Databases, System, own_cpu_seconds};
 use crate::stats::{median, percentile};
 use crate::verify::{self, Verdict};
 use pulp_common::json::json_to_struct;
@@ -248,15 +248,33 @@ pub async fn dispatch(dbs: &Databases, sizes: Sizes) -> anyhow::Result<(f64, u64
 
 /// `e2e`: workers run noops on unique resources dispatched as fast as
 /// possible. Completed tasks per second (first dispatch to last finish).
-pub async fn e2e(dbs: &Databases, sizes: Sizes) -> anyhow::Result<(f64, u64)> {
+pub async fn e2e(dbs: &Databases, sizes: Sizes) -> anyhow::Result<(E2e, u64)> {
     let url = dbs.fresh().await?;
     let mut system = System::start(url.clone()).await?;
     system.start_workers(sizes.workers, sizes.slots).await?;
+    let (scheduler_before, own_before) = (system.scheduler_cpu_seconds(), own_cpu_seconds());
     let rate = e2e_on(&system, sizes).await?;
+    let per_task = |seconds: f64| seconds * 1e6 / sizes.tasks as f64;
+    let figures = E2e {
+        tasks_per_s: rate,
+        scheduler_cpu_us_per_task: per_task(system.scheduler_cpu_seconds() - scheduler_before),
+        bench_cpu_us_per_task: per_task(own_cpu_seconds() - own_before),
+    };
     let rss = system.scheduler_peak_rss();
     system.stop().await;
     dbs.drop_database(&url).await;
-    Ok((rate, rss))
+    Ok((figures, rss))
+}
+
+/// `e2e` figures.
+#[derive(Debug, Clone, Copy)]
+pub struct E2e {
+    /// Completed tasks per second.
+    pub tasks_per_s: f64,
+    /// CPU time of the scheduler process per task, in microseconds.
+    pub scheduler_cpu_us_per_task: f64,
+    /// CPU time of the bench process (clients and workers) per task.
+    pub bench_cpu_us_per_task: f64,
 }
 
 async fn e2e_on(system: &System, sizes: Sizes) -> anyhow::Result<f64> {
