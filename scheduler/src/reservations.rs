@@ -335,7 +335,7 @@ mod tests {
             let mut live: Vec<i64> = Vec::new();
             let mut next = 1;
             let mut batch: Vec<ResourceClaims> = Vec::new();
-            let mut flush = |r: &mut Reservations, batch: &mut Vec<ResourceClaims>, live: &mut Vec<i64>, next: &mut i64| {
+            let flush = |r: &mut Reservations, batch: &mut Vec<ResourceClaims>, live: &mut Vec<i64>, next: &mut i64| {
                 let refs: Vec<&ResourceClaims> = batch.iter().collect();
                 let predicted = r.admits_at_tail(&refs);
                 let actual: Vec<bool> = batch
