@@ -48,6 +48,29 @@ async fn tokens_are_required_and_refusals_change_nothing(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    // The publication and export services are behind the token too.
+    use pulp_common::proto::content::v1 as content;
+    let err = content::exporters_client::ExportersClient::new(app.channel.clone())
+        .create_filesystem_exporter(content::CreateFilesystemExporterRequest {
+            name: "e".into(),
+            path: "/srv/e".into(),
+            method: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    let err = content::publications_client::PublicationsClient::new(app.channel.clone())
+        .list_publications(content::ListPublicationsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    content::exporters_client::ExportersClient::with_interceptor(
+        app.channel.clone(),
+        bearer(TOKEN),
+    )
+    .list_exporters(content::ListExportersRequest::default())
+    .await
+    .expect("list exporters with the token");
 
     // Nothing was created.
     let mut tasks = TasksClient::with_interceptor(app.channel.clone(), bearer(TOKEN));
