@@ -3,6 +3,13 @@
 //! Every state change is a conditional update (`WHERE state = ...`, and for
 //! a worker's report also `AND worker = ... AND attempt = ...`), so a stale
 //! writer changes nothing; callers check the affected row count.
+//!
+//! Batched updates find their rows by `seq` alone and write the state
+//! condition as `(...) IS TRUE`, which no index serves. Given an indexable
+//! `state = 'waiting'`, PostgreSQL working from statistics taken before a
+//! burst of dispatches (autovacuum analyzes up to a minute later) estimated
+//! 29 waiting rows, scanned all 60,000 through `tasks_state` and
+//! hash-joined them: 16 ms per assignment instead of 0.4 ms.
 
 use super::{CHUNK, get, string_list};
 use crate::task::{NewTask, Outcome, Progress, TaskFailure, TaskRecord};
@@ -141,7 +148,7 @@ pub async fn set_unblocked(
     let backend = conn.get_database_backend();
     for chunk in seqs.chunks(CHUNK) {
         let sql = format!(
-            "UPDATE tasks SET unblocked_at = $1 WHERE unblocked_at IS NULL AND state = 'waiting' AND seq IN ({})",
+            "UPDATE tasks SET unblocked_at = $1 WHERE seq IN ({}) AND (unblocked_at IS NULL AND state = 'waiting') IS TRUE",
             placeholders(2, chunk.len())
         );
         let values = std::iter::once(Value::from(now)).chain(chunk.iter().map(|s| Value::from(*s)));
@@ -168,7 +175,7 @@ pub async fn claim(
             "WITH v (seq, worker) AS (VALUES {}) \
              UPDATE tasks SET state = 'running', worker = v.worker, started_at = $1, \
              attempt = tasks.attempt + 1, unblocked_at = COALESCE(tasks.unblocked_at, $1) \
-             FROM v WHERE tasks.seq = v.seq AND tasks.state = 'waiting'",
+             FROM v WHERE tasks.seq = v.seq AND (tasks.state = 'waiting') IS TRUE",
             rows.join(", ")
         );
         let mut values = Vec::with_capacity(1 + chunk.len() * 2);
@@ -290,7 +297,7 @@ pub async fn finish(
              state = CASE WHEN tasks.state = 'canceling' THEN 'canceled' ELSE v.state END, \
              finished_at = $1, result = v.result, error = v.error, created_resources = v.created \
              FROM v WHERE tasks.seq = v.seq AND tasks.worker = v.worker AND tasks.attempt = v.attempt \
-             AND tasks.state IN ('running', 'canceling') RETURNING tasks.seq",
+             AND (tasks.state IN ('running', 'canceling')) IS TRUE RETURNING tasks.seq",
             rows.join(", ")
         );
         for row in conn.query_all_raw(stmt(backend, &sql, values)).await? {
