@@ -31,7 +31,7 @@ use crate::tasks::wait_for;
 /// Bytes per upload message.
 const CHUNK: usize = 1024 * 1024;
 /// Largest page the list calls serve.
-const PAGE: i32 = 1000;
+pub(crate) const PAGE: i32 = 1000;
 
 /// Runs one `repo` command.
 pub async fn repo<W: Write>(
@@ -203,7 +203,7 @@ async fn all_repositories(scheduler: &Scheduler) -> Result<Vec<pb::Repository>, 
 
 /// Every item of a paged list: `fetch(page_token)` returns one page and the
 /// token of the next (empty after the last).
-async fn all_pages<T, F, Fut>(mut fetch: F) -> Result<Vec<T>, CliError>
+pub(crate) async fn all_pages<T, F, Fut>(mut fetch: F) -> Result<Vec<T>, CliError>
 where
     F: FnMut(String) -> Fut,
     Fut: Future<Output = Result<(Vec<T>, String), CliError>>,
@@ -221,7 +221,7 @@ where
 }
 
 /// 36 characters of hex digits and hyphens: an id, not a name.
-fn uuid_like(s: &str) -> bool {
+pub(crate) fn uuid_like(s: &str) -> bool {
     s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
 }
 
@@ -364,7 +364,8 @@ pub async fn content<W: Write>(
     Ok(0)
 }
 
-fn time(ts: Option<&prost_types::Timestamp>) -> String {
+/// A timestamp to the second, or `-`.
+pub(crate) fn time(ts: Option<&prost_types::Timestamp>) -> String {
     ts.map_or_else(
         || "-".to_owned(),
         |ts| format_timestamp(ts, SecondsFormat::Secs),

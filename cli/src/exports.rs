@@ -16,21 +16,10 @@ use serde_json::{Value as Json, json};
 
 use crate::cli::{ExportArgs, ExporterCommand, MethodArg, PublicationCommand};
 use crate::client::Scheduler;
-use crate::content::resolve;
+use crate::content::{PAGE, all_pages, resolve, time, uuid_like};
 use crate::error::CliError;
-use crate::output::{Printer, format_timestamp, key_values, table, timestamp_json};
+use crate::output::{Printer, key_values, table, timestamp_json};
 use crate::tasks::wait_for;
-
-const PAGE: i32 = 1000;
-
-fn time(ts: Option<&prost_types::Timestamp>) -> String {
-    ts.map(|t| format_timestamp(t, chrono::SecondsFormat::Secs))
-        .unwrap_or_else(|| "-".into())
-}
-
-fn uuid_like(s: &str) -> bool {
-    s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
-}
 
 /// A version id from `ID` or `REPO[:NUMBER]`.
 async fn version_id(scheduler: &Scheduler, spec: &str) -> Result<String, CliError> {
@@ -81,23 +70,21 @@ pub async fn publication<W: Write>(
             printer.task_summary(&task)?;
         }
         PublicationCommand::List => {
-            let mut all = Vec::new();
-            let mut page_token = String::new();
-            loop {
-                let page = client
-                    .list_publications(pb::ListPublicationsRequest {
-                        repository_id: String::new(),
-                        page_size: PAGE,
-                        page_token,
-                    })
-                    .await?
-                    .into_inner();
-                all.extend(page.publications);
-                if page.next_page_token.is_empty() {
-                    break;
+            let all = all_pages(|page_token| {
+                let mut client = client.clone();
+                async move {
+                    let page = client
+                        .list_publications(pb::ListPublicationsRequest {
+                            repository_id: String::new(),
+                            page_size: PAGE,
+                            page_token,
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((page.publications, page.next_page_token))
                 }
-                page_token = page.next_page_token;
-            }
+            })
+            .await?;
             printer.either(
                 || Json::Array(all.iter().map(publication_json).collect()),
                 || {
@@ -187,23 +174,21 @@ pub fn exporter_json(e: &pb::FilesystemExporter) -> Json {
 }
 
 async fn all_exporters(scheduler: &Scheduler) -> Result<Vec<pb::FilesystemExporter>, CliError> {
-    let mut client = scheduler.exporters();
-    let mut all = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .list_exporters(pb::ListExportersRequest {
-                page_size: PAGE,
-                page_token,
-            })
-            .await?
-            .into_inner();
-        all.extend(page.exporters);
-        if page.next_page_token.is_empty() {
-            return Ok(all);
+    let client = scheduler.exporters();
+    all_pages(|page_token| {
+        let mut client = client.clone();
+        async move {
+            let page = client
+                .list_exporters(pb::ListExportersRequest {
+                    page_size: PAGE,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            Ok((page.exporters, page.next_page_token))
         }
-        page_token = page.next_page_token;
-    }
+    })
+    .await
 }
 
 /// An exporter by id, or else by name.
