@@ -12,7 +12,7 @@
 //! (`database_url` or `database-url`); an unknown key is an error.
 //!
 //! [`render`] shows the effective settings as TOML (for `--print-config`),
-//! with secrets masked.
+//! the password of any URL masked; [`load`] reads them for a service.
 
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches};
@@ -113,15 +113,16 @@ fn known_keys(command: &clap::Command) -> String {
         .join(", ")
 }
 
-/// The effective settings as TOML lines, each with where it came from;
-/// settings whose id is in `secrets` are shown as `"***"`, and values passed
-/// through `mask` (e.g. a URL without its password).
-pub fn render(
-    command: &clap::Command,
-    sources: &Sources,
-    secrets: &[&str],
-    mask: impl Fn(&str, &str) -> String,
-) -> String {
+/// Reads the settings of `C` from this process's command line, `PULP_*`
+/// variables and the `--config` file; exits with a message on a usage error.
+pub fn load<C: CommandFactory + FromArgMatches>() -> (C, Sources) {
+    parse::<C>(std::env::args_os()).unwrap_or_else(|err| err.exit())
+}
+
+/// The effective settings of `C` as TOML lines, each with where it came
+/// from; the password of any URL (a database URL) is masked.
+pub fn render<C: CommandFactory>(sources: &Sources) -> String {
+    let command = C::command();
     let matches = &sources.matches;
     let mut out = String::new();
     for arg in command.get_arguments() {
@@ -147,14 +148,9 @@ pub fn render(
                     continue;
                 }
                 Some(raw) => {
-                    let text: Vec<String> = raw.map(|v| v.to_string_lossy().into_owned()).collect();
-                    let text = text.join(",");
-                    let shown = if secrets.contains(&id) {
-                        "***".to_owned()
-                    } else {
-                        mask(id, &text)
-                    };
-                    toml::Value::String(shown).to_string()
+                    let shown: Vec<String> =
+                        raw.map(|v| redact_url(&v.to_string_lossy())).collect();
+                    toml::Value::String(shown.join(",")).to_string()
                 }
             },
         };

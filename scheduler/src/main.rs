@@ -6,9 +6,9 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (config, sources) = Config::load();
+    let (config, sources) = pulp_common::settings::load::<Config>();
     if config.print_config {
-        print!("{}", Config::render(&sources));
+        print!("{}", pulp_common::settings::render::<Config>(&sources));
         return config.validate();
     }
     pulp_common::telemetry::init(config.log_format);

@@ -206,24 +206,6 @@ impl Config {
             print_config: false,
         }
     }
-
-    /// Reads the settings from the command line, `PULP_*` variables and the
-    /// `--config` file; exits with a message on a usage error.
-    pub fn load() -> (Config, pulp_common::settings::Sources) {
-        pulp_common::settings::parse::<Config>(std::env::args_os()).unwrap_or_else(|err| err.exit())
-    }
-
-    /// The effective settings as TOML, the database password masked.
-    pub fn render(sources: &pulp_common::settings::Sources) -> String {
-        use clap::CommandFactory;
-        pulp_common::settings::render(&Config::command(), sources, &[], |id, value| {
-            if id == "database_url" {
-                pulp_common::settings::redact_url(value)
-            } else {
-                value.to_owned()
-            }
-        })
-    }
 }
 
 /// Where the health server listens.

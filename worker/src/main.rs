@@ -10,9 +10,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 fn main() -> ExitCode {
-    let (config, sources) = Config::load();
+    let (config, sources) = pulp_common::settings::load::<Config>();
     if config.print_config {
-        print!("{}", Config::render(&sources));
+        print!("{}", pulp_common::settings::render::<Config>(&sources));
         return ExitCode::SUCCESS;
     }
     pulp_common::telemetry::init(config.log_format);
