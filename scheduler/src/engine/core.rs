@@ -308,7 +308,7 @@ impl Core {
         }
         let now = now_micros();
         self.endings.clear();
-        self.expire_leases(&txn, effects).await?;
+        self.expire_leases(&txn, now, effects).await?;
         let mut dispatches = Vec::new();
         for command in batch {
             // Cancellation and registration read task rows: store the
@@ -815,10 +815,15 @@ impl Core {
                     format!("worker {name} restarted and no longer runs the task"),
                     "worker lost",
                 );
-                let t = &self.tasks[&seq];
-                let mut change = transition(t, Some(t.phase.state()), TaskState::Failed, now);
+                let mut change = self.end(
+                    seq,
+                    &name,
+                    attempt,
+                    Outcome::Failed(failure),
+                    Vec::new(),
+                    now,
+                );
                 change.reason = Some("worker lost: it restarted");
-                self.end(seq, &name, attempt, Outcome::Failed(failure), Vec::new());
                 effects.transitions.push(change);
             }
             effects.changed.push(id);
@@ -966,9 +971,7 @@ impl Core {
                         .push((outbox, ack(task_id, attempt, code, &why)));
                     return Ok(());
                 };
-                let t = &self.tasks[&seq];
-                let mut change = transition(t, Some(t.phase.state()), TaskState::Completed, now);
-                change.to = self.end(seq, &name, attempt, outcome, created_resources);
+                let change = self.end(seq, &name, attempt, outcome, created_resources, now);
                 effects.transitions.push(change);
                 effects.changed.push(task_id);
                 effects
@@ -982,7 +985,8 @@ impl Core {
     /// Ends a task held by `worker` at `attempt` in memory (its resources
     /// are free for the rest of the round) and queues its row update for
     /// [`Core::flush_endings`], which runs before the round commits.
-    /// Returns the state it ends in.
+    /// Returns the transition: to the outcome's state, or CANCELED for a
+    /// CANCELING task (as the stored row will say).
     fn end(
         &mut self,
         seq: i64,
@@ -990,7 +994,8 @@ impl Core {
         attempt: i64,
         outcome: Outcome,
         created_resources: Vec<String>,
-    ) -> TaskState {
+        now: i64,
+    ) -> Transition {
         let ending = tasks::Ending {
             seq,
             worker: worker.to_owned(),
@@ -998,13 +1003,15 @@ impl Core {
             outcome,
             created_resources,
         };
-        let state = match self.tasks.get(&seq).map(|t| &t.phase) {
-            Some(Phase::Canceling { .. }) => TaskState::Canceled,
+        let task = &self.tasks[&seq];
+        let to = match task.phase {
+            Phase::Canceling { .. } => TaskState::Canceled,
             _ => ending.state_if_running(),
         };
+        let change = transition(task, Some(task.phase.state()), to, now);
         self.endings.push(ending);
         self.remove(seq);
-        state
+        change
     }
 
     /// Stores the endings queued this round, in one statement per chunk;
@@ -1037,6 +1044,7 @@ impl Core {
     async fn expire_leases(
         &mut self,
         txn: &DatabaseTransaction,
+        now: i64,
         effects: &mut Effects,
     ) -> Result<(), DbErr> {
         let instant = Instant::now();
@@ -1070,11 +1078,15 @@ impl Core {
                     format!("worker {name} was not heard from for {ttl} s (its lease lapsed)"),
                     "worker lost",
                 );
-                let t = &self.tasks[&seq];
-                let mut change =
-                    transition(t, Some(t.phase.state()), TaskState::Failed, now_micros());
+                let mut change = self.end(
+                    seq,
+                    &name,
+                    attempt,
+                    Outcome::Failed(failure),
+                    Vec::new(),
+                    now,
+                );
                 change.reason = Some("worker lost: its lease lapsed");
-                self.end(seq, &name, attempt, Outcome::Failed(failure), Vec::new());
                 effects.transitions.push(change);
                 effects.changed.push(id);
             }
