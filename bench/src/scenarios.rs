@@ -95,47 +95,60 @@ async fn dispatch_all(
 /// Waits until every task of `group` is final (20 Hz group reads: the
 /// benchmark's own monitoring, not part of the system).
 async fn wait_group(system: &System, group: &str, total: usize) -> anyhow::Result<()> {
-    let mut groups = system.groups();
-    let deadline = Instant::now() + Duration::from_secs(3600);
-    loop {
-        let g = groups
-            .get_task_group(pb::GetTaskGroupRequest { id: group.into() })
-            .await?
-            .into_inner();
-        let done = (g.completed + g.failed + g.canceled + g.skipped) as usize;
-        if done >= total {
-            return Ok(());
+    let groups = system.groups();
+    poll_until(|| {
+        let mut groups = groups.clone();
+        async move {
+            let g = groups
+                .get_task_group(pb::GetTaskGroupRequest { id: group.into() })
+                .await?
+                .into_inner();
+            Ok((g.completed + g.failed + g.canceled + g.skipped) as usize >= total)
         }
-        anyhow::ensure!(Instant::now() < deadline, "tasks never finished");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// Waits until at most `left` tasks of `func` are unfinished.
 async fn wait_unfinished(
-    tasks: &mut TasksClient<Channel>,
+    tasks: &TasksClient<Channel>,
     func: &str,
     left: usize,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(3600);
-    loop {
-        let unfinished = tasks
-            .list_tasks(pb::ListTasksRequest {
-                states: vec![pb::TaskState::Waiting as i32, pb::TaskState::Running as i32],
-                func: func.into(),
-                page_size: left as i32 + 1,
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .tasks
-            .len();
-        if unfinished <= left {
-            return Ok(());
+    poll_until(|| {
+        let mut tasks = tasks.clone();
+        async move {
+            let unfinished = tasks
+                .list_tasks(pb::ListTasksRequest {
+                    states: vec![pb::TaskState::Waiting as i32, pb::TaskState::Running as i32],
+                    func: func.into(),
+                    page_size: left as i32 + 1,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .tasks
+                .len();
+            Ok(unfinished <= left)
         }
+    })
+    .await
+}
+
+/// Asks `done` every 50 ms until it says yes (an hour at most). The bench
+/// waits for thousands of tasks at once: one cheap query per tick, not a
+/// watch per task.
+async fn poll_until<F, Fut>(mut done: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    while !done().await? {
         anyhow::ensure!(Instant::now() < deadline, "tasks never finished");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(())
 }
 
 async fn new_group(system: &System) -> anyhow::Result<String> {
@@ -435,7 +448,7 @@ pub async fn backlog(dbs: &Databases, sizes: Sizes) -> anyhow::Result<(Backlog, 
     let dispatch_rate = ids.len() as f64 / elapsed.as_secs_f64();
     // Workers run those before e2e is timed; the holder keeps running.
     system.start_workers(sizes.workers, sizes.slots).await?;
-    wait_unfinished(&mut tasks, "sleep", 1).await?;
+    wait_unfinished(&tasks, "sleep", 1).await?;
     let e2e_rate = {
         let group = new_group(&system).await?;
         let started = Instant::now();
