@@ -49,22 +49,10 @@ pub async fn insert(
         let mut values = Vec::with_capacity(chunk.len() * PER_ROW);
         let mut rows = Vec::with_capacity(chunk.len());
         for (task, unblocked) in chunk.iter().zip(chunk_unblocked) {
-            let n = values.len();
-            let params: Vec<String> = (n + 1..=n + PER_ROW).map(|i| format!("${i}")).collect();
             // The state, attempt and created_resources are literals.
             rows.push(format!(
-                "({}, {}, {}, {}, {}, {}, 'waiting', {}, {}, 0, {}, {}, {}, '[]')",
-                params[0],
-                params[1],
-                params[2],
-                params[3],
-                params[4],
-                params[5],
-                params[6],
-                params[7],
-                params[8],
-                params[9],
-                params[10]
+                "({}, 'waiting', 0, '[]')",
+                placeholders(values.len() + 1, PER_ROW)
             ));
             values.extend([
                 Value::from(task.id.to_string()),
@@ -81,9 +69,9 @@ pub async fn insert(
             ]);
         }
         let insert_tasks = format!(
-            "INSERT INTO tasks (id, func, args, kwargs, exclusive_resources, shared_resources, state, \
-             task_group_id, parent_task_id, attempt, timeout_ms, created_at, unblocked_at, \
-             created_resources) VALUES {}",
+            "INSERT INTO tasks (id, func, args, kwargs, exclusive_resources, shared_resources, \
+             task_group_id, parent_task_id, timeout_ms, created_at, unblocked_at, \
+             state, attempt, created_resources) VALUES {}",
             rows.join(", ")
         );
         let sql = match backend {
@@ -121,7 +109,7 @@ pub async fn insert(
         let rows: Vec<String> = chunk
             .iter()
             .enumerate()
-            .map(|(i, _)| format!("(${}, ${}, ${})", i * 3 + 1, i * 3 + 2, i * 3 + 3))
+            .map(|(i, _)| format!("({})", placeholders(1 + i * 3, 3)))
             .collect();
         for (resource, seq, exclusive) in chunk {
             values.extend([
@@ -169,7 +157,7 @@ pub async fn claim(
     let mut changed = 0;
     for chunk in picks.chunks(CHUNK / 2) {
         let rows: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(${}, ${})", 2 + i * 2, 3 + i * 2))
+            .map(|i| format!("({})", placeholders(2 + i * 2, 2)))
             .collect();
         let sql = format!(
             "WITH v (seq, worker) AS (VALUES {}) \
@@ -254,17 +242,7 @@ pub async fn finish(
         values.push(Value::from(now));
         let mut rows = Vec::with_capacity(chunk.len());
         for (i, ending) in chunk.iter().enumerate() {
-            let n = 2 + i * 7;
-            rows.push(format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                n,
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4,
-                n + 5,
-                n + 6
-            ));
+            rows.push(format!("({})", placeholders(2 + i * 7, 7)));
             let (result, error) = match &ending.outcome {
                 Outcome::Completed(result) => (Some(result.clone()), None),
                 Outcome::Failed(failure) => (None, Some(failure.clone())),
@@ -337,17 +315,7 @@ pub async fn upsert_progress(
         let mut values = Vec::with_capacity(chunk.len() * 7);
         let mut rows = Vec::with_capacity(chunk.len());
         for (i, (seq, p)) in chunk.iter().enumerate() {
-            let n = i * 7;
-            rows.push(format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4,
-                n + 5,
-                n + 6,
-                n + 7
-            ));
+            rows.push(format!("({})", placeholders(1 + i * 7, 7)));
             values.extend([
                 Value::from(*seq),
                 Value::from(p.code.clone()),
