@@ -59,6 +59,7 @@ mod runner;
 mod session;
 mod tls;
 
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,7 +68,7 @@ use pulp_common::names::{TaskName, WorkerName};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::{Config, HealthListen};
 pub use context::TaskContext;
@@ -78,6 +79,7 @@ pub use registry::{TaskFn, TaskRegistry, TaskResult};
 
 use connection::{Connection, Setup};
 use runner::RunnerSettings;
+use workdir::WorkingDirs;
 
 /// How long a TCP connection to the scheduler may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -121,7 +123,8 @@ pub async fn run_with(
             .map_err(WorkerError::Database)?;
         Arc::make_mut(&mut setup.runner).database = Some(database);
     }
-    let root = setup.runner.working_root.clone();
+    let working_dirs = setup.runner.working_dirs.clone();
+    let root = working_dirs.root().to_owned();
     let _root_lock = workdir::lock_root(&root)?;
     let cleared = {
         let root = root.clone();
@@ -133,6 +136,9 @@ pub async fn run_with(
         path: root.clone(),
         source,
     })?;
+    if let Err(err) = working_dirs.prepare() {
+        warn!(error = %err, "working directories will not be reused");
+    }
 
     let listener = match (health_listener, config.health_listen) {
         (Some(listener), _) => Some(listener),
@@ -162,6 +168,13 @@ pub async fn run_with(
         "worker starting"
     );
     Connection::new(setup, registry, health).run(shutdown).await;
+    if let Err(err) = tokio::task::spawn_blocking(move || working_dirs.clear_spares())
+        .await
+        .map_err(io::Error::other)
+        .and_then(|cleared| cleared)
+    {
+        warn!(error = %err, "could not remove the spare working directories");
+    }
     health_server.shutdown().await;
     metrics_stop.cancel();
     info!("worker stopped");
@@ -230,7 +243,7 @@ fn validate(config: &Config, registry: &TaskRegistry) -> Result<Setup, WorkerErr
         endpoints,
         shutdown_grace: config.shutdown_grace,
         runner: Arc::new(RunnerSettings {
-            working_root,
+            working_dirs: Arc::new(WorkingDirs::new(working_root, config.slots as usize)),
             cancel_grace: config.cancel_grace,
             default_timeout: config.default_timeout,
             worker: Arc::from(name.as_str()),

@@ -1,6 +1,6 @@
 //! Runs one assignment from start to outcome.
 //!
-//! [`run`] creates the task's [`WorkingDir`], builds its [`TaskContext`],
+//! [`run`] creates the task's [`crate::workdir::WorkingDir`], builds its [`TaskContext`],
 //! and spawns the task's future on its own tokio task, so that a panic is
 //! caught as a `JoinError` and fails only that task. It then races the task
 //! against a stop request from the connection loop ([`StopHandle`]: a
@@ -26,7 +26,7 @@ use crate::context::{ContextParts, TaskContext};
 use crate::outcome::{Finished, Outcome, TaskError, reason};
 use crate::progress::ProgressHub;
 use crate::registry::{TaskFn, TaskResult};
-use crate::workdir::WorkingDir;
+use crate::workdir::WorkingDirs;
 use pulp_common::content::storage::Storage;
 use sea_orm::DatabaseConnection;
 
@@ -34,7 +34,7 @@ use sea_orm::DatabaseConnection;
 #[derive(Debug, Clone)]
 pub(crate) struct RunnerSettings {
     /// Where working directories are created.
-    pub working_root: PathBuf,
+    pub working_dirs: Arc<WorkingDirs>,
     /// How long a stopped task may take to return before it is aborted.
     pub cancel_grace: Duration,
     /// The timeout of tasks assigned without one.
@@ -119,12 +119,12 @@ pub(crate) async fn run(
     let func = job.func.clone();
     info!("task started");
 
-    let outcome = match WorkingDir::create(&settings.working_root, task_id) {
+    let outcome = match settings.working_dirs.create(task_id) {
         Err(err) => Outcome::Failed(TaskError::new(
             reason::WORKER_ERROR,
             format!(
                 "could not create the task's working directory under {}: {err}",
-                settings.working_root.display()
+                settings.working_dirs.root().display()
             ),
         )),
         Ok(dir) => {
@@ -324,7 +324,7 @@ mod tests {
         fn new() -> Fixture {
             let root = tempfile::tempdir().unwrap();
             let settings = Arc::new(RunnerSettings {
-                working_root: root.path().to_owned(),
+                working_dirs: Arc::new(WorkingDirs::new(root.path().to_owned(), 4)),
                 cancel_grace: Duration::from_millis(200),
                 default_timeout: None,
                 worker: Arc::from("test-worker"),
