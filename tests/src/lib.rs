@@ -140,6 +140,8 @@ impl Drop for TestDb {
 pub struct TestWorker {
     /// Its name.
     pub name: String,
+    /// The address of its gRPC health server.
+    pub health_address: SocketAddr,
     stop: CancellationToken,
     handle: JoinHandle<anyhow::Result<()>>,
 }
@@ -317,6 +319,7 @@ impl TestApp {
         .await;
         TestWorker {
             name: name.to_owned(),
+            health_address,
             stop,
             handle,
         }
