@@ -325,6 +325,14 @@ impl TestApp {
         }
     }
 
+    /// Opens the test's database directly, for what the API cannot show
+    /// (such as the rows of tables it has no list call for).
+    pub async fn database(&self) -> sea_orm::DatabaseConnection {
+        pulp_common::db::connect(self.db.url(), &Default::default())
+            .await
+            .expect("connect to the test database")
+    }
+
     /// The working directory root of worker `name`.
     pub fn work_dir(&self, name: &str) -> PathBuf {
         self.work_root.path().join(name)
