@@ -15,4 +15,5 @@ mod python_client;
 mod replicas;
 mod reservations;
 mod security;
+mod slots;
 mod tasks;
