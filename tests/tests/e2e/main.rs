@@ -9,6 +9,7 @@ mod content;
 mod faults;
 mod groups;
 mod health;
+mod listing;
 mod observability;
 mod purge;
 mod python_client;
