@@ -13,6 +13,7 @@ mod listing;
 mod observability;
 mod purge;
 mod python_client;
+mod quickstart;
 mod replicas;
 mod reservations;
 mod security;
