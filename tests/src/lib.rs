@@ -140,6 +140,8 @@ impl Drop for TestDb {
 pub struct TestWorker {
     /// Its name.
     pub name: String,
+    /// The address of its gRPC health server.
+    pub health_address: SocketAddr,
     stop: CancellationToken,
     handle: JoinHandle<anyhow::Result<()>>,
 }
@@ -317,9 +319,18 @@ impl TestApp {
         .await;
         TestWorker {
             name: name.to_owned(),
+            health_address,
             stop,
             handle,
         }
+    }
+
+    /// Opens the test's database directly, for what the API cannot show
+    /// (such as the rows of tables it has no list call for).
+    pub async fn database(&self) -> sea_orm::DatabaseConnection {
+        pulp_common::db::connect(self.db.url(), &Default::default())
+            .await
+            .expect("connect to the test database")
     }
 
     /// The working directory root of worker `name`.
@@ -499,6 +510,41 @@ pub fn is_final(task: &pb::Task) -> bool {
             | pb::TaskState::Canceled
             | pb::TaskState::Skipped
     )
+}
+
+/// A cancel grace far longer than a task that honours cancellation takes
+/// to stop: a worker given it aborts a task by force only visibly late.
+pub const LONG_CANCEL_GRACE: Duration = Duration::from_secs(30);
+
+/// How soon after the cancel request a task its worker stopped
+/// cooperatively must be final: well below [`LONG_CANCEL_GRACE`].
+pub const COOPERATIVE_STOP: Duration = Duration::from_secs(5);
+
+/// Microseconds since the epoch of a timestamp that must be set.
+pub fn micros(ts: &Option<prost_types::Timestamp>) -> i64 {
+    pulp_common::time::from_timestamp(ts.as_ref().expect("timestamp is set"))
+}
+
+/// Asserts that a running `task`, whose cancellation was asked for at
+/// `asked_us` (microseconds since the epoch; the scheduler runs on this
+/// machine's clock), ended CANCELED because its worker stopped it
+/// cooperatively, not by an abort after the cancel grace: it carries no
+/// error (the forced path records reason "canceled by force"), and its
+/// `finished_at` is within [`COOPERATIVE_STOP`] of the request. Give the
+/// worker [`LONG_CANCEL_GRACE`] so that a forced abort could not be that
+/// quick.
+pub fn assert_canceled_cooperatively(task: &pb::Task, asked_us: i64) {
+    assert_eq!(state(task), pb::TaskState::Canceled, "{task:?}");
+    assert!(
+        task.error.is_none(),
+        "the worker did not stop the task cooperatively: {:?}",
+        task.error
+    );
+    let took = micros(&task.finished_at) - asked_us;
+    assert!(
+        (0..COOPERATIVE_STOP.as_micros() as i64).contains(&took),
+        "CANCELED {took} µs after the cancel request; a cooperative stop takes under {COOPERATIVE_STOP:?} (the grace is {LONG_CANCEL_GRACE:?})"
+    );
 }
 
 /// The `(started_at_us, finished_at_us)` a `sleep` task measured inside its

@@ -4,7 +4,8 @@
 use pb::scheduler_message::Message as Down;
 use pb::worker_message::Message as Up;
 use pulp_common::proto::tasking::v1 as pb;
-use pulp_tests::{Backend, TestApp, both_databases, dispatch_request};
+use pulp_tests::{Backend, TestApp, all_tasks, both_databases, dispatch_request, state};
+use sea_orm::ConnectionTrait;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -15,44 +16,101 @@ both_databases!(
     bad_worker_streams_are_refused
 );
 
-async fn task_count(app: &TestApp) -> usize {
-    let page = app
-        .tasks()
-        .list_tasks(pb::ListTasksRequest {
-            page_size: 1000,
-            ..Default::default()
-        })
+/// What bad input must leave alone: every task as listed, the one group
+/// as read back, and the row counts of the tables behind tasks and groups
+/// (there is no call that lists groups, so those are counted directly).
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    tasks: Vec<pb::Task>,
+    group: pb::TaskGroup,
+    rows: Vec<(&'static str, i64)>,
+}
+
+async fn snapshot(app: &TestApp, group: &str) -> Snapshot {
+    let db = app.database().await;
+    let mut rows = Vec::new();
+    for table in ["tasks", "task_groups", "task_resources", "progress_reports"] {
+        let row = db
+            .query_one_raw(pulp_common::db::stmt(
+                db.get_database_backend(),
+                &format!("SELECT COUNT(*) AS n FROM {table}"),
+                [],
+            ))
+            .await
+            .expect("count rows")
+            .expect("a count");
+        rows.push((table, row.try_get("", "n").expect("a count")));
+    }
+    db.close().await.expect("close");
+    let group = app
+        .groups()
+        .get_task_group(pb::GetTaskGroupRequest { id: group.into() })
         .await
-        .unwrap()
+        .expect("get the group")
         .into_inner();
-    page.tasks.len()
+    Snapshot {
+        tasks: all_tasks(&mut app.tasks()).await,
+        group,
+        rows,
+    }
+}
+
+/// Asserts that a call failed with `code` and a message for a person.
+fn refused<T: std::fmt::Debug>(case: &str, result: Result<T, tonic::Status>, code: Code) {
+    let err = result.expect_err(case);
+    assert_eq!(err.code(), code, "{case}: {err}");
+    assert!(!err.message().trim().is_empty(), "{case}: no message");
 }
 
 async fn bad_client_requests_change_nothing(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else {
         return;
     };
-    // One valid task, so that "unchanged" is not trivially zero.
-    let finished = app.dispatch("noop", json!({}), &[], &[]).await;
-    let before = task_count(&app).await;
+    // A group holding one finished (COMPLETED) task and one that waits
+    // behind a held resource, so that "unchanged" is not trivially empty.
+    let worker = app.start_worker("w", 1).await;
+    let group = app
+        .groups()
+        .create_task_group(pb::CreateTaskGroupRequest {
+            description: "kept".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut request = dispatch_request("noop", json!({}), &["done"], &["read"]);
+    request.task_group_id = Some(group.id.clone());
+    let finished = app.tasks().dispatch(request).await.unwrap().into_inner();
+    let finished = app.wait_final(&finished.id).await;
+    assert_eq!(state(&finished), pb::TaskState::Completed, "{finished:?}");
+    worker.stop().await.unwrap();
+    let mut request = dispatch_request("noop", json!({}), &["later"], &[]);
+    request.task_group_id = Some(group.id.clone());
+    let waiting = app.tasks().dispatch(request).await.unwrap().into_inner();
+    assert_eq!(state(&waiting), pb::TaskState::Waiting, "no worker left");
+    let before = snapshot(&app, &group.id).await;
+    assert_eq!(before.tasks.len(), 2);
+
     let d = |func: &str, exclusive: Vec<String>| pb::DispatchRequest {
         func: func.into(),
         exclusive_resources: exclusive,
         ..Default::default()
     };
-    let too_many: Vec<String> = (0..101).map(|i| format!("r{i}")).collect();
+    let shared = |shared: Vec<String>| pb::DispatchRequest {
+        shared_resources: shared,
+        ..d("noop", vec![])
+    };
+    let many = |prefix: &str, n: usize| -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}{i}")).collect()
+    };
     let huge_args = pb::DispatchRequest {
         args: Some(pulp_common::json::json_to_list(&json!([
             "x".repeat(1024 * 1024 + 1)
         ]))),
         ..d("noop", vec![])
     };
-    let bad_ref = pb::DispatchRequest {
-        exclusive_resource_refs: vec![pb::ResourceRef {
-            kind: "repositories".into(),
-            id: "a/b".into(),
-        }],
-        ..d("noop", vec![])
+    let bad_ref = pb::ResourceRef {
+        kind: "repositories".into(),
+        id: "a/b".into(),
     };
     let with_group = |group: &str| pb::DispatchRequest {
         task_group_id: Some(group.into()),
@@ -92,7 +150,7 @@ async fn bad_client_requests_change_nothing(backend: Backend) {
         ),
         (
             "more resources than the limit",
-            d("noop", too_many),
+            d("noop", many("r", 101)),
             Code::InvalidArgument,
         ),
         (
@@ -100,8 +158,61 @@ async fn bad_client_requests_change_nothing(backend: Backend) {
             d("noop", vec!["x".repeat(1025)]),
             Code::InvalidArgument,
         ),
+        (
+            "empty shared resource",
+            shared(vec!["".into()]),
+            Code::InvalidArgument,
+        ),
+        (
+            "shared resource with NUL",
+            shared(vec!["a\0b".into()]),
+            Code::InvalidArgument,
+        ),
+        (
+            "shared resource with a control character",
+            shared(vec!["a\nb".into()]),
+            Code::InvalidArgument,
+        ),
+        (
+            "shared resource with surrounding space",
+            shared(vec!["a ".into()]),
+            Code::InvalidArgument,
+        ),
+        (
+            "more shared resources than the limit",
+            shared(many("s", 101)),
+            Code::InvalidArgument,
+        ),
+        (
+            "more exclusive plus shared resources than the limit",
+            pb::DispatchRequest {
+                shared_resources: many("s", 51),
+                ..d("noop", many("x", 50))
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            "shared resource over the length limit",
+            shared(vec!["y".repeat(1025)]),
+            Code::InvalidArgument,
+        ),
         ("oversized args", huge_args, Code::InvalidArgument),
-        ("malformed typed reference", bad_ref, Code::InvalidArgument),
+        (
+            "malformed typed reference",
+            pb::DispatchRequest {
+                exclusive_resource_refs: vec![bad_ref.clone()],
+                ..d("noop", vec![])
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            "malformed typed shared reference",
+            pb::DispatchRequest {
+                shared_resource_refs: vec![bad_ref],
+                ..d("noop", vec![])
+            },
+            Code::InvalidArgument,
+        ),
         (
             "malformed group id",
             with_group("not-a-uuid"),
@@ -122,9 +233,7 @@ async fn bad_client_requests_change_nothing(backend: Backend) {
         ),
     ];
     for (case, request, code) in dispatches {
-        let err = app.tasks().dispatch(request).await.expect_err(case);
-        assert_eq!(err.code(), code, "{case}: {err}");
-        assert!(!err.message().is_empty(), "{case}: no message");
+        refused(case, app.tasks().dispatch(request).await, code);
     }
     let bad_timeout = pb::EnqueueRequest {
         func: "noop".into(),
@@ -133,30 +242,80 @@ async fn bad_client_requests_change_nothing(backend: Backend) {
         }),
         ..Default::default()
     };
-    let err = app.tasks().enqueue(bad_timeout).await.unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument, "negative timeout: {err}");
+    refused(
+        "negative timeout",
+        app.tasks().enqueue(bad_timeout).await,
+        Code::InvalidArgument,
+    );
+
+    // Cancelling a finished task: refused, and it stays COMPLETED.
+    refused(
+        "cancel a completed task",
+        app.tasks()
+            .cancel_task(pb::CancelTaskRequest {
+                id: finished.id.clone(),
+            })
+            .await,
+        Code::FailedPrecondition,
+    );
+    let reread = app
+        .tasks()
+        .get_task(pb::GetTaskRequest {
+            id: finished.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(state(&reread), pb::TaskState::Completed, "{reread:?}");
 
     let unknown = uuid::Uuid::now_v7().to_string();
-    let get = |id: &str| pb::GetTaskRequest { id: id.into() };
     for (case, id, code) in [
-        ("malformed task id", "xyz", Code::InvalidArgument),
-        ("empty task id", "", Code::InvalidArgument),
-        ("unknown task", unknown.as_str(), Code::NotFound),
+        ("malformed id", "xyz", Code::InvalidArgument),
+        ("empty id", "", Code::InvalidArgument),
+        ("unknown id", unknown.as_str(), Code::NotFound),
     ] {
-        let err = app.tasks().get_task(get(id)).await.expect_err(case);
-        assert_eq!(err.code(), code, "{case}: {err}");
-        let err = app
-            .tasks()
-            .cancel_task(pb::CancelTaskRequest { id: id.into() })
-            .await
-            .expect_err(case);
-        assert_eq!(err.code(), code, "cancel, {case}: {err}");
-        let err = app
-            .groups()
-            .get_task_group(pb::GetTaskGroupRequest { id: id.into() })
-            .await
-            .expect_err(case);
-        assert_eq!(err.code(), code, "group, {case}: {err}");
+        let id = || id.to_owned();
+        let mut tasks = app.tasks();
+        let mut groups = app.groups();
+        refused(
+            &format!("get task, {case}"),
+            tasks.get_task(pb::GetTaskRequest { id: id() }).await,
+            code,
+        );
+        refused(
+            &format!("cancel task, {case}"),
+            tasks.cancel_task(pb::CancelTaskRequest { id: id() }).await,
+            code,
+        );
+        refused(
+            &format!("watch task, {case}"),
+            tasks
+                .watch_task(pb::WatchTaskRequest { id: id() })
+                .await
+                .map(|_| "a stream"),
+            code,
+        );
+        refused(
+            &format!("get group, {case}"),
+            groups
+                .get_task_group(pb::GetTaskGroupRequest { id: id() })
+                .await,
+            code,
+        );
+        refused(
+            &format!("finish group, {case}"),
+            groups
+                .finish_task_group(pb::FinishTaskGroupRequest { id: id() })
+                .await,
+            code,
+        );
+        refused(
+            &format!("cancel group, {case}"),
+            groups
+                .cancel_task_group(pb::CancelTaskGroupRequest { id: id() })
+                .await,
+            code,
+        );
     }
     let list = |page_size: i32, page_token: &str, states: Vec<i32>| pb::ListTasksRequest {
         page_size,
@@ -168,32 +327,48 @@ async fn bad_client_requests_change_nothing(backend: Backend) {
         ("negative page size", list(-1, "", vec![])),
         ("page size over the limit", list(1001, "", vec![])),
         ("malformed page token", list(10, "abc", vec![])),
+        ("negative page token", list(10, "-5", vec![])),
         ("unspecified state filter", list(10, "", vec![0])),
         ("unknown state filter", list(10, "", vec![99])),
+        (
+            "malformed group filter",
+            pb::ListTasksRequest {
+                task_group_id: "nope".into(),
+                ..list(10, "", vec![])
+            },
+        ),
     ] {
-        let err = app.tasks().list_tasks(request).await.expect_err(case);
-        assert_eq!(err.code(), Code::InvalidArgument, "{case}: {err}");
+        refused(
+            case,
+            app.tasks().list_tasks(request).await,
+            Code::InvalidArgument,
+        );
     }
-    let err = app
-        .groups()
-        .create_task_group(pb::CreateTaskGroupRequest {
-            description: "x".repeat(5000),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert_eq!(
-        task_count(&app).await,
-        before,
-        "bad input changed the database"
+    refused(
+        "group description over the limit",
+        app.groups()
+            .create_task_group(pb::CreateTaskGroupRequest {
+                description: "x".repeat(5000),
+            })
+            .await,
+        Code::InvalidArgument,
     );
-    let unchanged = app
-        .tasks()
-        .get_task(get(&finished.id))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(unchanged.state, finished.state);
+
+    let after = snapshot(&app, &group.id).await;
+    assert_eq!(after, before, "bad input changed the database");
+    let kept = after
+        .tasks
+        .iter()
+        .find(|t| t.id == finished.id)
+        .expect("the finished task is listed");
+    assert_eq!(kept, &finished, "the completed task changed");
+    assert_eq!(
+        (after.group.completed, after.group.waiting),
+        (1, 1),
+        "{:?}",
+        after.group
+    );
+    assert!(!after.group.all_tasks_dispatched, "{:?}", after.group);
 }
 
 /// A hand-driven worker stream: the real protocol, no worker library.
@@ -268,6 +443,7 @@ async fn bad_worker_streams_are_refused(backend: Backend) {
         .err()
         .expect("refused");
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(!err.message().is_empty(), "no Hello: no message");
     // Bad Hellos.
     for (case, bad) in [
         (
@@ -310,15 +486,45 @@ async fn bad_worker_streams_are_refused(backend: Backend) {
     ] {
         let err = open(&app, Up::Hello(bad)).await.err().expect(case);
         assert_eq!(err.code(), Code::InvalidArgument, "{case}: {err}");
+        assert!(!err.message().is_empty(), "{case}: no message");
     }
-    // Registering twice on one stream.
+    assert!(
+        workers(&app).await.is_empty(),
+        "refused registrations registered nobody"
+    );
+
+    // Registering twice on one stream: the second Hello (other funcs, other
+    // slots) is refused and changes nothing about the registered worker.
     let mut twice = open(&app, hello("twice", "instance-1")).await.unwrap();
     assert!(matches!(twice.next().await.unwrap(), Down::Welcome(_)));
-    twice.send(hello("twice", "instance-1")).await;
+    let registered = workers(&app).await;
+    twice
+        .send(Up::Hello(pb::Hello {
+            name: "twice".into(),
+            funcs: vec!["noop".into(), "sleep".into()],
+            slots: 7,
+            instance_id: "instance-1".into(),
+            ..Default::default()
+        }))
+        .await;
     let err = twice.next().await.expect_err("second Hello refused");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(!err.message().is_empty(), "second Hello: no message");
+    let listed = workers(&app).await;
+    assert_eq!(
+        listed.iter().map(|w| &w.name).collect::<Vec<_>>(),
+        ["twice"],
+        "{listed:?}"
+    );
+    assert_eq!(
+        (&listed[0].funcs, listed[0].slots),
+        (&registered[0].funcs, 1),
+        "the second Hello changed the registration: {listed:?}"
+    );
+    assert_eq!(registered[0].funcs, ["noop"], "{registered:?}");
 
-    // A second live process with the same name.
+    // A second live process with the same name: refused, the first keeps
+    // the name and stays online.
     let mut first = open(&app, hello("dup", "instance-a")).await.unwrap();
     assert!(matches!(first.next().await.unwrap(), Down::Welcome(_)));
     let err = open(&app, hello("dup", "instance-b"))
@@ -326,19 +532,31 @@ async fn bad_worker_streams_are_refused(backend: Backend) {
         .err()
         .expect("refused");
     assert_eq!(err.code(), Code::AlreadyExists, "{err}");
+    assert!(!err.message().is_empty(), "duplicate name: no message");
+    let listed = workers(&app).await;
+    let dups: Vec<&pb::Worker> = listed.iter().filter(|w| w.name == "dup").collect();
+    assert_eq!(dups.len(), 1, "{listed:?}");
+    assert_eq!(dups[0].state, pb::WorkerState::Online as i32, "{listed:?}");
+    assert_eq!(listed.len(), 2, "{listed:?}");
 
     // Results for tasks the worker does not hold: unknown, and someone
     // else's (a waiting task nobody holds).
     let unknown = uuid::Uuid::now_v7().to_string();
     first.send(finished(&unknown)).await;
     match first.next().await.unwrap() {
-        Down::ResultAck(ack) => assert_eq!(ack.code, Code::NotFound as i32, "{ack:?}"),
+        Down::ResultAck(ack) => {
+            assert_eq!(ack.code, Code::NotFound as i32, "{ack:?}");
+            assert!(!ack.message.is_empty(), "{ack:?}");
+        }
         other => panic!("expected a ResultAck, got {other:?}"),
     }
     let held_elsewhere = app.dispatch("sleep", json!({}), &[], &[]).await;
     first.send(finished(&held_elsewhere.id)).await;
     match first.next().await.unwrap() {
-        Down::ResultAck(ack) => assert_eq!(ack.code, Code::FailedPrecondition as i32, "{ack:?}"),
+        Down::ResultAck(ack) => {
+            assert_eq!(ack.code, Code::FailedPrecondition as i32, "{ack:?}");
+            assert!(!ack.message.is_empty(), "{ack:?}");
+        }
         other => panic!("expected a ResultAck, got {other:?}"),
     }
     let still = app
@@ -354,5 +572,14 @@ async fn bad_worker_streams_are_refused(backend: Backend) {
         pb::TaskState::Waiting as i32,
         "a refused result changes nothing"
     );
-    assert!(dispatch_request("noop", json!({}), &[], &[]).func == "noop");
+}
+
+/// The workers the scheduler lists, by name.
+async fn workers(app: &TestApp) -> Vec<pb::Worker> {
+    app.workers()
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .expect("list workers")
+        .into_inner()
+        .workers
 }

@@ -1,7 +1,10 @@
 //! Cancellation of waiting, running, finished and unknown tasks.
 
 use pulp_common::proto::tasking::v1 as pb;
-use pulp_tests::{Backend, TestApp, both_databases, state};
+use pulp_tests::{
+    Backend, LONG_CANCEL_GRACE, TaskRegistry, TestApp, assert_canceled_cooperatively,
+    both_databases, state,
+};
 use serde_json::json;
 use tonic::Code;
 
@@ -11,7 +14,13 @@ async fn cancel_waiting_running_finished_and_unknown(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else {
         return;
     };
-    let _worker = app.start_worker("w", 4).await;
+    // A long cancel grace: a task the worker had to abort by force would
+    // end visibly late, and with reason "canceled by force".
+    let _worker = app
+        .start_worker_with("w", 4, TaskRegistry::builtin(), |config| {
+            config.cancel_grace = LONG_CANCEL_GRACE;
+        })
+        .await;
     let running = app
         .dispatch("sleep", json!({"seconds": 60}), &["R"], &[])
         .await;
@@ -40,7 +49,9 @@ async fn cancel_waiting_running_finished_and_unknown(backend: Backend) {
     assert_eq!(state(&canceled), pb::TaskState::Canceled);
     assert!(canceled.started_at.is_none() && canceled.worker.is_empty());
 
-    // Running: CANCELING, then CANCELED once the worker stopped it.
+    // Running: CANCELING, then CANCELED once the worker stopped it, which
+    // the `sleep` body does at once when told.
+    let asked = pulp_common::time::now_micros();
     let canceling = app
         .tasks()
         .cancel_task(pb::CancelTaskRequest {
@@ -54,7 +65,7 @@ async fn cancel_waiting_running_finished_and_unknown(backend: Backend) {
         pb::TaskState::Canceling | pb::TaskState::Canceled
     ));
     let canceled = app.wait_final(&running.id).await;
-    assert_eq!(state(&canceled), pb::TaskState::Canceled);
+    assert_canceled_cooperatively(&canceled, asked);
     assert!(
         !task_dir.exists(),
         "the cancelled task's working directory is removed"

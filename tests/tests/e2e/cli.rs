@@ -7,7 +7,10 @@ use clap::Parser;
 use clap::error::ErrorKind;
 use pulp_common::json::{list_to_json, struct_to_json};
 use pulp_common::proto::tasking::v1 as pb;
-use pulp_tests::{Backend, TestApp, both_databases, state};
+use pulp_tests::{
+    Backend, LONG_CANCEL_GRACE, TaskRegistry, TestApp, assert_canceled_cooperatively,
+    both_databases, state,
+};
 use serde_json::{Value as Json, json};
 
 both_databases!(
@@ -347,7 +350,11 @@ async fn cancel_waiting_running_finished_and_unknown_tasks(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else {
         return;
     };
-    let _worker = app.start_worker("w", 2).await;
+    let _worker = app
+        .start_worker_with("w", 2, TaskRegistry::builtin(), |config| {
+            config.cancel_grace = LONG_CANCEL_GRACE;
+        })
+        .await;
     let cli = Pulpctl::new(&app);
 
     let holder = id_of(
@@ -361,8 +368,7 @@ async fn cancel_waiting_running_finished_and_unknown_tasks(backend: Backend) {
         ])
         .await,
     );
-    app.wait_for(&holder, |t| state(t) == pb::TaskState::Running)
-        .await;
+    app.wait_body_started(&holder).await;
     // Blocked behind the held resource, so it is still waiting.
     let blocked = id_of(&cli.json(&["dispatch", "noop", "--exclusive", "R"]).await);
     assert_eq!(state(&get(&app, &blocked).await), pb::TaskState::Waiting);
@@ -373,15 +379,14 @@ async fn cancel_waiting_running_finished_and_unknown_tasks(backend: Backend) {
     assert_eq!(state(&canceled), pb::TaskState::Canceled);
     assert!(canceled.started_at.is_none(), "{canceled:?}");
 
+    let asked = pulp_common::time::now_micros();
     let doc = cli.json(&["cancel", &holder]).await;
     assert!(
         matches!(doc["state"].as_str(), Some("canceling" | "canceled")),
         "{doc}"
     );
-    assert_eq!(
-        state(&app.wait_final(&holder).await),
-        pb::TaskState::Canceled
-    );
+    // The worker stopped it, rather than aborting it after the grace.
+    assert_canceled_cooperatively(&app.wait_final(&holder).await, asked);
 
     // A finished task cannot be cancelled; the error names the code.
     let (result, _) = cli.run(&["cancel", &holder]).await;

@@ -1,7 +1,10 @@
 //! Task groups: counts per state as tasks progress, finishing, cancelling.
 
 use pulp_common::proto::tasking::v1 as pb;
-use pulp_tests::{Backend, TestApp, both_databases, state};
+use pulp_tests::{
+    Backend, LONG_CANCEL_GRACE, TaskRegistry, TestApp, assert_canceled_cooperatively,
+    both_databases, state,
+};
 use serde_json::json;
 use tonic::Code;
 
@@ -100,7 +103,11 @@ async fn cancelling_a_group_cancels_its_tasks(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else {
         return;
     };
-    let _worker = app.start_worker("w", 2).await;
+    let _worker = app
+        .start_worker_with("w", 2, TaskRegistry::builtin(), |config| {
+            config.cancel_grace = LONG_CANCEL_GRACE;
+        })
+        .await;
     let g = app
         .groups()
         .create_task_group(pb::CreateTaskGroupRequest::default())
@@ -112,8 +119,8 @@ async fn cancelling_a_group_cancels_its_tasks(backend: Backend) {
     let outside = app
         .dispatch("sleep", json!({"seconds": 0.05}), &[], &[])
         .await;
-    app.wait_for(&running.id, |t| state(t) == pb::TaskState::Running)
-        .await;
+    app.wait_body_started(&running.id).await;
+    let asked = pulp_common::time::now_micros();
     let after = app
         .groups()
         .cancel_task_group(pb::CancelTaskGroupRequest { id: g.id.clone() })
@@ -121,10 +128,8 @@ async fn cancelling_a_group_cancels_its_tasks(backend: Backend) {
         .unwrap()
         .into_inner();
     assert!(after.all_tasks_dispatched);
-    assert_eq!(
-        state(&app.wait_final(&running.id).await),
-        pb::TaskState::Canceled
-    );
+    // The running task was stopped by its worker, not aborted by force.
+    assert_canceled_cooperatively(&app.wait_final(&running.id).await, asked);
     assert_eq!(
         state(&app.wait_final(&waiting.id).await),
         pb::TaskState::Canceled

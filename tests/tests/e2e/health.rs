@@ -32,8 +32,25 @@ async fn both_services_report_serving(backend: Backend) {
             "scheduler service {service:?}"
         );
     }
-    // start_worker itself waits for the worker's own health to be SERVING.
     let worker = app.start_worker("w", 1).await;
+    let mut health = HealthClient::new(
+        pulp_tests::connect_eventually(&format!("http://{}", worker.health_address)).await,
+    );
+    for service in ["", pulp_worker::health::SERVICE_NAME] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("worker health check of {service:?}: {s}"))
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            ServingStatus::Serving as i32,
+            "worker service {service:?}"
+        );
+    }
     worker.stop().await.unwrap();
 }
 

@@ -244,13 +244,6 @@ impl ContentApp {
             page_token = page.next_page_token;
         }
     }
-
-    /// Opens the test's database directly (for what the API cannot show).
-    pub async fn database(&self) -> sea_orm::DatabaseConnection {
-        pulp_common::db::connect(self.db.url(), &Default::default())
-            .await
-            .expect("connect to the test database")
-    }
 }
 
 /// A ModifyRequest.
