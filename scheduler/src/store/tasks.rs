@@ -13,10 +13,11 @@
 
 use super::{CHUNK, get, string_list};
 use crate::task::{NewTask, Outcome, Progress, TaskFailure, TaskRecord};
-use pulp_common::db::{placeholders, stmt};
+use pulp_common::db::{JsonType, json_rows, json_rows_value, stmt};
 use pulp_common::names::TaskId;
 use pulp_common::state::TaskState;
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Value};
+use serde::Serialize;
 use std::collections::HashMap;
 
 const COLUMNS: &str = "seq, id, func, args, kwargs, exclusive_resources, shared_resources, state, \
@@ -40,91 +41,116 @@ pub async fn insert(
         serde_json::to_string(&list.iter().map(|r| r.as_str()).collect::<Vec<_>>())
             .expect("a list of strings serialises")
     };
+    #[derive(Serialize)]
+    struct Row<'a> {
+        id: String,
+        func: &'a str,
+        args: &'a str,
+        kwargs: &'a str,
+        exclusive: String,
+        shared: String,
+        task_group_id: Option<String>,
+        parent_task_id: Option<String>,
+        timeout_ms: Option<i64>,
+        unblocked_at: Option<i64>,
+    }
+    let source = json_rows(
+        backend,
+        2,
+        &[
+            ("id", JsonType::Text),
+            ("func", JsonType::Text),
+            ("args", JsonType::Text),
+            ("kwargs", JsonType::Text),
+            ("exclusive", JsonType::Text),
+            ("shared", JsonType::Text),
+            ("task_group_id", JsonType::Text),
+            ("parent_task_id", JsonType::Text),
+            ("timeout_ms", JsonType::BigInt),
+            ("unblocked_at", JsonType::BigInt),
+        ],
+    );
+    let insert_tasks = format!(
+        "INSERT INTO tasks (id, func, args, kwargs, exclusive_resources, shared_resources, \
+         task_group_id, parent_task_id, timeout_ms, created_at, unblocked_at, \
+         state, attempt, created_resources) \
+         SELECT v.id, v.func, v.args, v.kwargs, v.exclusive, v.shared, v.task_group_id, \
+         v.parent_task_id, v.timeout_ms, $1, v.unblocked_at, 'waiting', 0, '[]' \
+         FROM {source} ORDER BY v.ord"
+    );
+    let sql = match backend {
+        DbBackend::Postgres => format!(
+            "WITH t AS ({insert_tasks} RETURNING seq, id, exclusive_resources, shared_resources), \
+             r AS (INSERT INTO task_resources (resource, task_seq, exclusive) \
+               SELECT e.name, t.seq, TRUE FROM t, json_array_elements_text(t.exclusive_resources::json) AS e(name) \
+               UNION ALL \
+               SELECT s.name, t.seq, FALSE FROM t, json_array_elements_text(t.shared_resources::json) AS s(name)) \
+             SELECT seq, id FROM t"
+        ),
+        _ => format!("{insert_tasks} RETURNING seq, id"),
+    };
     let mut seqs: HashMap<String, i64> = HashMap::with_capacity(tasks.len());
-    const PER_ROW: usize = 11;
-    for (chunk, chunk_unblocked) in tasks
-        .chunks(CHUNK / PER_ROW)
-        .zip(unblocked.chunks(CHUNK / PER_ROW))
-    {
-        let mut values = Vec::with_capacity(chunk.len() * PER_ROW);
-        let mut rows = Vec::with_capacity(chunk.len());
-        for (task, unblocked) in chunk.iter().zip(chunk_unblocked) {
-            // The state, attempt and created_resources are literals.
-            rows.push(format!(
-                "({}, 'waiting', 0, '[]')",
-                placeholders(values.len() + 1, PER_ROW)
-            ));
-            values.extend([
-                Value::from(task.id.to_string()),
-                Value::from(task.func.as_str().to_owned()),
-                Value::from(task.args.clone()),
-                Value::from(task.kwargs.clone()),
-                Value::from(names(&task.claims.exclusive)),
-                Value::from(names(&task.claims.shared)),
-                Value::from(task.task_group_id.map(|g| g.to_string())),
-                Value::from(task.parent_task_id.map(|p| p.to_string())),
-                Value::from(task.timeout_ms),
-                Value::from(now),
-                Value::from(unblocked.then_some(now)),
-            ]);
-        }
-        let insert_tasks = format!(
-            "INSERT INTO tasks (id, func, args, kwargs, exclusive_resources, shared_resources, \
-             task_group_id, parent_task_id, timeout_ms, created_at, unblocked_at, \
-             state, attempt, created_resources) VALUES {}",
-            rows.join(", ")
-        );
-        let sql = match backend {
-            DbBackend::Postgres => format!(
-                "WITH t AS ({insert_tasks} RETURNING seq, id, exclusive_resources, shared_resources), \
-                 r AS (INSERT INTO task_resources (resource, task_seq, exclusive) \
-                   SELECT e.name, t.seq, TRUE FROM t, json_array_elements_text(t.exclusive_resources::json) AS e(name) \
-                   UNION ALL \
-                   SELECT s.name, t.seq, FALSE FROM t, json_array_elements_text(t.shared_resources::json) AS s(name)) \
-                 SELECT seq, id FROM t"
-            ),
-            _ => format!("{insert_tasks} RETURNING seq, id"),
-        };
+    for (chunk, chunk_unblocked) in tasks.chunks(CHUNK).zip(unblocked.chunks(CHUNK)) {
+        let rows: Vec<Row> = chunk
+            .iter()
+            .zip(chunk_unblocked)
+            .map(|(task, unblocked)| Row {
+                id: task.id.to_string(),
+                func: task.func.as_str(),
+                args: &task.args,
+                kwargs: &task.kwargs,
+                exclusive: names(&task.claims.exclusive),
+                shared: names(&task.claims.shared),
+                task_group_id: task.task_group_id.map(|g| g.to_string()),
+                parent_task_id: task.parent_task_id.map(|p| p.to_string()),
+                timeout_ms: task.timeout_ms,
+                unblocked_at: unblocked.then_some(now),
+            })
+            .collect();
+        let values = [Value::from(now), json_rows_value(&rows)];
         for row in conn.query_all_raw(stmt(backend, &sql, values)).await? {
             seqs.insert(get(&row, "id")?, get(&row, "seq")?);
         }
     }
     let mut out = Vec::with_capacity(tasks.len());
-    let mut resource_rows: Vec<(String, i64, bool)> = Vec::new();
     for task in tasks {
         let seq = *seqs
             .get(&task.id.to_string())
             .ok_or_else(|| DbErr::Custom("inserted task missing from RETURNING".into()))?;
         out.push(seq);
-        if backend != DbBackend::Postgres {
-            resource_rows.extend(
-                task.claims
-                    .iter()
-                    .map(|(r, ex)| (r.as_str().to_owned(), seq, ex)),
-            );
-        }
     }
-    for chunk in resource_rows.chunks(CHUNK / 3) {
-        let mut values = Vec::with_capacity(chunk.len() * 3);
-        let rows: Vec<String> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, _)| format!("({})", placeholders(1 + i * 3, 3)))
-            .collect();
-        for (resource, seq, exclusive) in chunk {
-            values.extend([
-                Value::from(resource.clone()),
-                Value::from(*seq),
-                Value::from(*exclusive),
-            ]);
-        }
+    if backend != DbBackend::Postgres {
+        // The claims, from the rows just written.
         let sql = format!(
-            "INSERT INTO task_resources (resource, task_seq, exclusive) VALUES {}",
-            rows.join(", ")
+            "INSERT INTO task_resources (resource, task_seq, exclusive) \
+             SELECT e.value, t.seq, TRUE FROM tasks t, json_each(t.exclusive_resources) e \
+               WHERE t.seq IN (SELECT v.seq FROM {source}) \
+             UNION ALL \
+             SELECT s.value, t.seq, FALSE FROM tasks t, json_each(t.shared_resources) s \
+               WHERE t.seq IN (SELECT v.seq FROM {source})",
+            source = json_rows(backend, 1, &[("seq", JsonType::BigInt)])
         );
-        conn.execute_raw(stmt(backend, &sql, values)).await?;
+        for chunk in out.chunks(CHUNK) {
+            let rows: Vec<SeqRow> = chunk.iter().map(|&seq| SeqRow { seq }).collect();
+            conn.execute_raw(stmt(backend, &sql, [json_rows_value(&rows)]))
+                .await?;
+        }
     }
     Ok(out)
+}
+
+/// A row of seqs for [`json_rows`].
+#[derive(Serialize)]
+struct SeqRow {
+    seq: i64,
+}
+
+/// `<column> IN (...)` for the seqs bound to `$param` as [`SeqRow`]s.
+fn seq_in(backend: DbBackend, column: &str, param: usize) -> String {
+    format!(
+        "{column} IN (SELECT v.seq FROM {})",
+        json_rows(backend, param, &[("seq", JsonType::BigInt)])
+    )
 }
 
 /// Records that the resources of these WAITING tasks became free.
@@ -134,12 +160,13 @@ pub async fn set_unblocked(
     now: i64,
 ) -> Result<(), DbErr> {
     let backend = conn.get_database_backend();
+    let sql = format!(
+        "UPDATE tasks SET unblocked_at = $1 WHERE {} AND (unblocked_at IS NULL AND state = 'waiting') IS TRUE",
+        seq_in(backend, "seq", 2)
+    );
     for chunk in seqs.chunks(CHUNK) {
-        let sql = format!(
-            "UPDATE tasks SET unblocked_at = $1 WHERE seq IN ({}) AND (unblocked_at IS NULL AND state = 'waiting') IS TRUE",
-            placeholders(2, chunk.len())
-        );
-        let values = std::iter::once(Value::from(now)).chain(chunk.iter().map(|s| Value::from(*s)));
+        let rows: Vec<SeqRow> = chunk.iter().map(|&seq| SeqRow { seq }).collect();
+        let values = [Value::from(now), json_rows_value(&rows)];
         conn.execute_raw(stmt(backend, &sql, values)).await?;
     }
     Ok(())
@@ -154,23 +181,28 @@ pub async fn claim(
     now: i64,
 ) -> Result<u64, DbErr> {
     let backend = conn.get_database_backend();
+    #[derive(Serialize)]
+    struct Row<'a> {
+        seq: i64,
+        worker: &'a str,
+    }
+    let sql = format!(
+        "UPDATE tasks SET state = 'running', worker = v.worker, started_at = $1, \
+         attempt = tasks.attempt + 1, unblocked_at = COALESCE(tasks.unblocked_at, $1) \
+         FROM {} WHERE tasks.seq = v.seq AND (tasks.state = 'waiting') IS TRUE",
+        json_rows(
+            backend,
+            2,
+            &[("seq", JsonType::BigInt), ("worker", JsonType::Text)]
+        )
+    );
     let mut changed = 0;
-    for chunk in picks.chunks(CHUNK / 2) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", placeholders(2 + i * 2, 2)))
+    for chunk in picks.chunks(CHUNK) {
+        let rows: Vec<Row> = chunk
+            .iter()
+            .map(|&(seq, worker)| Row { seq, worker })
             .collect();
-        let sql = format!(
-            "WITH v (seq, worker) AS (VALUES {}) \
-             UPDATE tasks SET state = 'running', worker = v.worker, started_at = $1, \
-             attempt = tasks.attempt + 1, unblocked_at = COALESCE(tasks.unblocked_at, $1) \
-             FROM v WHERE tasks.seq = v.seq AND (tasks.state = 'waiting') IS TRUE",
-            rows.join(", ")
-        );
-        let mut values = Vec::with_capacity(1 + chunk.len() * 2);
-        values.push(Value::from(now));
-        for (seq, worker) in chunk {
-            values.extend([Value::from(*seq), Value::from((*worker).to_owned())]);
-        }
+        let values = [Value::from(now), json_rows_value(&rows)];
         changed += conn
             .execute_raw(stmt(backend, &sql, values))
             .await?
@@ -236,48 +268,67 @@ pub async fn finish(
     now: i64,
 ) -> Result<Vec<i64>, DbErr> {
     let backend = conn.get_database_backend();
+    #[derive(Serialize)]
+    struct Row<'a> {
+        seq: i64,
+        worker: &'a str,
+        attempt: i64,
+        state: &'static str,
+        result: Option<&'a str>,
+        error: Option<String>,
+        created: String,
+    }
+    let sql = format!(
+        "UPDATE tasks SET \
+         state = CASE WHEN tasks.state = 'canceling' THEN 'canceled' ELSE v.state END, \
+         finished_at = $1, result = v.result, error = v.error, created_resources = v.created \
+         FROM {} WHERE tasks.seq = v.seq AND tasks.worker = v.worker AND tasks.attempt = v.attempt \
+         AND (tasks.state IN ('running', 'canceling')) IS TRUE RETURNING tasks.seq",
+        json_rows(
+            backend,
+            2,
+            &[
+                ("seq", JsonType::BigInt),
+                ("worker", JsonType::Text),
+                ("attempt", JsonType::BigInt),
+                ("state", JsonType::Text),
+                ("result", JsonType::Text),
+                ("error", JsonType::Text),
+                ("created", JsonType::Text),
+            ]
+        )
+    );
     let mut changed = Vec::with_capacity(endings.len());
-    for chunk in endings.chunks(CHUNK / 7) {
-        let mut values = Vec::with_capacity(1 + chunk.len() * 7);
-        values.push(Value::from(now));
-        let mut rows = Vec::with_capacity(chunk.len());
-        for (i, ending) in chunk.iter().enumerate() {
-            rows.push(format!("({})", placeholders(2 + i * 7, 7)));
-            let (result, error) = match &ending.outcome {
-                Outcome::Completed(result) => (Some(result.clone()), None),
-                Outcome::Failed(failure) => (None, Some(failure.clone())),
-                Outcome::Canceled { forced } => (
-                    None,
-                    forced.then(|| {
-                        TaskFailure::new(
-                            "the task ignored its cancellation and was aborted",
-                            "canceled by force",
-                        )
-                    }),
-                ),
-            };
-            let error = error.map(|e| serde_json::to_string(&e).expect("a failure serialises"));
-            let created =
-                serde_json::to_string(&ending.created_resources).expect("a list serialises");
-            values.extend([
-                Value::from(ending.seq),
-                Value::from(ending.worker.clone()),
-                Value::from(ending.attempt),
-                Value::from(ending.state_if_running().as_str()),
-                Value::from(result),
-                Value::from(error),
-                Value::from(created),
-            ]);
-        }
-        let sql = format!(
-            "WITH v (seq, worker, attempt, state, result, error, created) AS (VALUES {}) \
-             UPDATE tasks SET \
-             state = CASE WHEN tasks.state = 'canceling' THEN 'canceled' ELSE v.state END, \
-             finished_at = $1, result = v.result, error = v.error, created_resources = v.created \
-             FROM v WHERE tasks.seq = v.seq AND tasks.worker = v.worker AND tasks.attempt = v.attempt \
-             AND (tasks.state IN ('running', 'canceling')) IS TRUE RETURNING tasks.seq",
-            rows.join(", ")
-        );
+    for chunk in endings.chunks(CHUNK) {
+        let rows: Vec<Row> = chunk
+            .iter()
+            .map(|ending| {
+                let (result, error) = match &ending.outcome {
+                    Outcome::Completed(result) => (Some(result.as_str()), None),
+                    Outcome::Failed(failure) => (None, Some(failure.clone())),
+                    Outcome::Canceled { forced } => (
+                        None,
+                        forced.then(|| {
+                            TaskFailure::new(
+                                "the task ignored its cancellation and was aborted",
+                                "canceled by force",
+                            )
+                        }),
+                    ),
+                };
+                Row {
+                    seq: ending.seq,
+                    worker: &ending.worker,
+                    attempt: ending.attempt,
+                    state: ending.state_if_running().as_str(),
+                    result,
+                    error: error.map(|e| serde_json::to_string(&e).expect("a failure serialises")),
+                    created: serde_json::to_string(&ending.created_resources)
+                        .expect("a list serialises"),
+                }
+            })
+            .collect();
+        let values = [Value::from(now), json_rows_value(&rows)];
         for row in conn.query_all_raw(stmt(backend, &sql, values)).await? {
             changed.push(get(&row, "seq")?);
         }
@@ -311,27 +362,47 @@ pub async fn upsert_progress(
     now: i64,
 ) -> Result<(), DbErr> {
     let backend = conn.get_database_backend();
-    for chunk in reports.chunks(CHUNK / 7) {
-        let mut values = Vec::with_capacity(chunk.len() * 7);
-        let mut rows = Vec::with_capacity(chunk.len());
-        for (i, (seq, p)) in chunk.iter().enumerate() {
-            rows.push(format!("({})", placeholders(1 + i * 7, 7)));
-            values.extend([
-                Value::from(*seq),
-                Value::from(p.code.clone()),
-                Value::from(now),
-                Value::from(p.message.clone()),
-                Value::from(p.done),
-                Value::from(p.total),
-                Value::from(p.suffix.clone()),
-            ]);
-        }
-        let sql = format!(
-            "INSERT INTO progress_reports (task_seq, code, position, message, done, total, suffix) VALUES {} \
-             ON CONFLICT (task_seq, code) DO UPDATE SET message = excluded.message, done = excluded.done, \
-             total = excluded.total, suffix = excluded.suffix",
-            rows.join(", ")
-        );
+    #[derive(Serialize)]
+    struct Row<'a> {
+        seq: i64,
+        code: &'a str,
+        message: &'a str,
+        done: i64,
+        total: i64,
+        suffix: &'a str,
+    }
+    // `WHERE TRUE` keeps SQLite from reading ON CONFLICT as a join clause.
+    let sql = format!(
+        "INSERT INTO progress_reports (task_seq, code, position, message, done, total, suffix) \
+         SELECT v.seq, v.code, $1, v.message, v.done, v.total, v.suffix FROM {} WHERE TRUE \
+         ON CONFLICT (task_seq, code) DO UPDATE SET message = excluded.message, done = excluded.done, \
+         total = excluded.total, suffix = excluded.suffix",
+        json_rows(
+            backend,
+            2,
+            &[
+                ("seq", JsonType::BigInt),
+                ("code", JsonType::Text),
+                ("message", JsonType::Text),
+                ("done", JsonType::BigInt),
+                ("total", JsonType::BigInt),
+                ("suffix", JsonType::Text),
+            ]
+        )
+    );
+    for chunk in reports.chunks(CHUNK) {
+        let rows: Vec<Row> = chunk
+            .iter()
+            .map(|(seq, p)| Row {
+                seq: *seq,
+                code: &p.code,
+                message: &p.message,
+                done: p.done,
+                total: p.total,
+                suffix: &p.suffix,
+            })
+            .collect();
+        let values = [Value::from(now), json_rows_value(&rows)];
         conn.execute_raw(stmt(backend, &sql, values)).await?;
     }
     Ok(())
@@ -496,14 +567,15 @@ async fn attach_progress(
         return Ok(());
     }
     let index: HashMap<i64, usize> = tasks.iter().enumerate().map(|(i, t)| (t.seq, i)).collect();
+    let backend = conn.get_database_backend();
     let sql = format!(
         "SELECT task_seq, code, message, done, total, suffix FROM progress_reports \
-         WHERE task_seq IN ({}) ORDER BY task_seq, position, code",
-        placeholders(1, tasks.len())
+         WHERE {} ORDER BY task_seq, position, code",
+        seq_in(backend, "task_seq", 1)
     );
-    let values = tasks.iter().map(|t| Value::from(t.seq));
+    let rows: Vec<SeqRow> = tasks.iter().map(|t| SeqRow { seq: t.seq }).collect();
     for row in conn
-        .query_all_raw(stmt(conn.get_database_backend(), &sql, values))
+        .query_all_raw(stmt(backend, &sql, [json_rows_value(&rows)]))
         .await?
     {
         let seq: i64 = get(&row, "task_seq")?;
