@@ -54,7 +54,8 @@ impl RepositoriesService {
     }
 
     /// Validates a ModifyRequest into the task that carries it out: the
-    /// rules of [`modification`], shared with the worker.
+    /// rules of [`modification`], shared with a raw dispatch
+    /// ([`check_dispatched`]) and the worker.
     async fn modify_task(&self, r: &pb::ModifyRequest) -> Result<NewTask, ApiError> {
         let base = (!r.base_version_id.is_empty()).then_some(r.base_version_id.as_str());
         let m = modification::parse(
@@ -79,6 +80,37 @@ impl RepositoriesService {
             timeout_ms: None,
         })
     }
+}
+
+/// Checks a raw `Tasks.Dispatch` or `Enqueue` of `add_and_remove` as Modify
+/// checks its request, before anything is stored: the kwargs by the parser
+/// the worker runs ([`modification::from_kwargs`]), then that the task
+/// claims its repository's resource exclusively (the reservation is what
+/// serialises the versions of one repository; Modify claims it itself),
+/// then that the repository, the base version and the units exist and the
+/// base version is complete ([`modification::check`]). INVALID_ARGUMENT or
+/// NOT_FOUND, as Modify answers.
+pub(crate) async fn check_dispatched(
+    db: &DatabaseConnection,
+    task: &NewTask,
+) -> Result<(), ApiError> {
+    // `new_task` wrote both from protobuf values: they are JSON.
+    let not_json =
+        |e: serde_json::Error| ApiError::Internal(format!("a new task's arguments: {e}"));
+    let args: Vec<serde_json::Value> = serde_json::from_str(&task.args).map_err(not_json)?;
+    let kwargs: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&task.kwargs).map_err(not_json)?;
+    let m = modification::from_kwargs(&args, &kwargs)?;
+    let resource = repositories::resource(m.repository);
+    if !task.claims.exclusive.contains(&resource) {
+        return Err(ApiError::InvalidArgument(format!(
+            "add_and_remove changes repository {}: name its resource {resource} in exclusive_resources \
+             (Repositories.Modify dispatches the task with it for you)",
+            m.repository
+        )));
+    }
+    modification::check(db, &m).await?;
+    Ok(())
 }
 
 /// A repository as sent to clients.

@@ -11,6 +11,7 @@ mod bad_input;
 mod bench;
 mod cli;
 mod concurrency;
+mod dispatch;
 mod exports;
 mod uploads;
 mod versions;
