@@ -98,7 +98,7 @@ pub enum Command {
     /// Upload files as artifacts.
     #[command(subcommand)]
     Artifact(ArtifactCommand),
-    /// Create content units.
+    /// Create, list and show content units.
     #[command(subcommand)]
     Content(ContentCommand),
     /// Publish repository versions and list publications.
@@ -400,6 +400,17 @@ pub enum ContentCommand {
         #[arg(long = "artifact", value_name = "PATH[=ARTIFACT_ID]")]
         artifacts: Vec<String>,
     },
+    /// List content units in creation order (every page).
+    List {
+        /// Only units of this type, e.g. `file.file`.
+        #[arg(long = "type", value_name = "TYPE")]
+        pulp_type: Option<String>,
+    },
+    /// Show a content unit with its files.
+    Show {
+        /// The unit's id.
+        id: String,
+    },
 }
 
 #[cfg(test)]
@@ -601,6 +612,19 @@ mod tests {
             assert!(check(&group), "{verb}");
         }
         assert!(parse(&["get"]).is_err());
+        assert!(matches!(
+            parse(&["content", "list", "--type", "file.file"]).unwrap().command,
+            Command::Content(ContentCommand::List { pulp_type: Some(t) }) if t == "file.file"
+        ));
+        assert!(matches!(
+            parse(&["content", "list"]).unwrap().command,
+            Command::Content(ContentCommand::List { pulp_type: None })
+        ));
+        assert!(matches!(
+            parse(&["content", "show", "c1"]).unwrap().command,
+            Command::Content(ContentCommand::Show { id }) if id == "c1"
+        ));
+        assert!(parse(&["content", "show"]).is_err());
         assert!(matches!(
             parse(&["export", "e", "--version", "r:2", "--wait"]).unwrap().command,
             Command::Export(ExportArgs { version: Some(v), wait: true, .. }) if v == "r:2"

@@ -1,5 +1,5 @@
 //! The content commands: `repo create|list|show|versions|content|modify`,
-//! `artifact upload` and `content create`, over `pulp.content.v1`.
+//! `artifact upload` and `content create|list|show`, over `pulp.content.v1`.
 //!
 //! A repository is named by id or by name ([`resolve`] looks a name up in
 //! `ListRepositories`). `repo modify` sends `Repositories.Modify` and, with
@@ -332,12 +332,55 @@ pub async fn content<W: Write>(
     command: ContentCommand,
     printer: &mut Printer<'_, W>,
 ) -> Result<i32, CliError> {
-    let ContentCommand::Create {
-        pulp_type,
-        key,
-        artifacts,
-    } = command;
-    let artifacts = artifacts
+    let unit = match command {
+        ContentCommand::Create {
+            pulp_type,
+            key,
+            artifacts,
+        } => create_content(scheduler, pulp_type, key, &artifacts).await?,
+        ContentCommand::List { pulp_type } => {
+            let client = scheduler.contents();
+            let units = all_pages(|page_token| {
+                let mut client = client.clone();
+                let pulp_type = pulp_type.clone().unwrap_or_default();
+                async move {
+                    let page = client
+                        .list_contents(pb::ListContentsRequest {
+                            pulp_type,
+                            page_size: PAGE,
+                            page_token,
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((page.contents, page.next_page_token))
+                }
+            })
+            .await?;
+            printer.either(
+                || Json::Array(units.iter().map(content_json).collect()),
+                || contents_table(&units),
+            )?;
+            return Ok(0);
+        }
+        ContentCommand::Show { id } => scheduler
+            .contents()
+            .get_content(pb::GetContentRequest { id })
+            .await?
+            .into_inner(),
+    };
+    printer.either(|| content_json(&unit), || content_detail(&unit))?;
+    Ok(0)
+}
+
+/// `content create`: each `--artifact` is `PATH=ARTIFACT_ID`, or `PATH`
+/// alone for on-demand content.
+async fn create_content(
+    scheduler: &Scheduler,
+    pulp_type: String,
+    key: String,
+    specs: &[String],
+) -> Result<pb::Content, CliError> {
+    let artifacts = specs
         .iter()
         .map(|spec| {
             let (path, artifact) = match spec.split_once('=') {
@@ -351,7 +394,7 @@ pub async fn content<W: Write>(
             }
         })
         .collect();
-    let unit = scheduler
+    Ok(scheduler
         .contents()
         .create_content(pb::CreateContentRequest {
             pulp_type,
@@ -359,9 +402,7 @@ pub async fn content<W: Write>(
             artifacts,
         })
         .await?
-        .into_inner();
-    printer.either(|| content_json(&unit), || content_detail(&unit))?;
-    Ok(0)
+        .into_inner())
 }
 
 /// A timestamp to the second, or `-`.

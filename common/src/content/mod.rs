@@ -11,6 +11,9 @@
 //! - [`contents`]: content units (type, natural key) and their files at
 //!   relative paths.
 //! - [`repositories`]: repositories, created with their version 0.
+//! - [`modification`]: the arguments of `add_and_remove` ([`Modification`](modification::Modification)):
+//!   one parser and one existence check shared by `Repositories.Modify`, a
+//!   raw `Tasks.Dispatch` of the task, and the worker that runs it.
 //! - [`versions`]: versions, membership (`repository_content`), content
 //!   summaries, the set-based SQL of `add_and_remove`, and the squash on
 //!   delete.
@@ -26,7 +29,8 @@
 //! # Data flow
 //! The scheduler's API validates requests into the types here and calls the
 //! plain SQL functions inside transactions it owns (uploads also go through
-//! [`storage`]). `Repositories.Modify` only validates and dispatches; the
+//! [`storage`]). `Repositories.Modify` only validates (with [`modification`])
+//! and dispatches; the
 //! worker's `add_and_remove` task opens a write transaction with
 //! [`begin_write`], runs [`versions::add_and_remove`] in it, checks its
 //! [`fence`] and commits. Every function takes `&impl ConnectionTrait` (a
@@ -38,6 +42,7 @@ pub mod contents;
 pub mod error;
 pub mod exporters;
 pub mod fence;
+pub mod modification;
 pub mod publications;
 pub mod repositories;
 pub mod storage;

@@ -6,8 +6,9 @@
 
 use super::contents::{self, NewContent, PulpType};
 use super::fence::Fence;
+use super::modification::{Modification, Removal};
 use super::repositories;
-use super::versions::{self, Modification, Modified, Removal, Step, Version};
+use super::versions::{self, Modified, Step, Version};
 use super::{ContentError, begin_write};
 use crate::db::stmt;
 use crate::names::{ContentId, RepositoryId, RepositoryVersionId, TaskId};

@@ -35,9 +35,10 @@
 //! `next_version` is left alone.
 
 use super::contents::{Content, PulpType};
+use super::modification::{Modification, Removal};
 use super::{ContentError, ID_CHUNK, get, json_array, json_ids, repositories};
 use crate::db::stmt;
-use crate::names::{ContentId, RepositoryId, RepositoryVersionId, TaskId};
+use crate::names::{ContentId, RepositoryId, RepositoryVersionId};
 use crate::time::now_micros;
 use sea_orm::{ConnectionTrait, DbErr, QueryResult, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -231,31 +232,6 @@ pub async fn content(
         values.push(Value::from(t.as_str().to_owned()));
     }
     super::contents::select(conn, &from_where, values, after, limit).await
-}
-
-/// Which units `add_and_remove` removes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Removal {
-    /// These units (absent ones are ignored).
-    Units(Vec<ContentId>),
-    /// `"*"`: everything in the latest version.
-    All,
-}
-
-/// The seed's `add_and_remove(repository_pk, add_content_units,
-/// remove_content_units, base_version_pk)`, validated.
-#[derive(Debug, Clone)]
-pub struct Modification {
-    /// The repository to change.
-    pub repository: RepositoryId,
-    /// Units to add (duplicates and present ones are ignored).
-    pub add: Vec<ContentId>,
-    /// Units to remove, first.
-    pub remove: Removal,
-    /// The version to start from instead of the latest.
-    pub base_version: Option<RepositoryVersionId>,
-    /// The task doing it, recorded on the version.
-    pub task_id: Option<TaskId>,
 }
 
 /// Where [`add_and_remove`] stands, given to its checkpoint callback

@@ -1,12 +1,19 @@
 //! `pulp.tasking.v1.Tasks`: dispatch, enqueue, cancel and watch go through the
 //! engine (which stores a task before answering), on this replica when it
 //! leads or forwarded to the leader; reads go straight to the database.
+//!
+//! A dispatch of `add_and_remove` is checked as `Repositories.Modify` checks
+//! its request (`content::repositories::check_dispatched`) before the engine
+//! sees it, so raw kwargs cannot reach a worker that Modify would refuse.
 
+use super::content::repositories::check_dispatched;
 use super::validate::{TaskRequest, new_task};
 use super::{ApiError, convert, forward};
 use crate::cluster::{Cluster, Route};
 use crate::engine::Engine;
 use crate::store::tasks::{self as store, TaskFilter};
+use crate::task::NewTask;
+use pulp_common::catalog::ADD_AND_REMOVE;
 use pulp_common::names::{ResourceName, TaskGroupId, TaskId};
 use pulp_common::proto::tasking::v1 as pb;
 use pulp_common::proto::tasking::v1::tasks_client::TasksClient;
@@ -55,6 +62,16 @@ impl TasksService {
         TasksService { cluster, db }
     }
 
+    /// A raw dispatch of `add_and_remove` passes the checks
+    /// `Repositories.Modify` makes, and claims its repository exclusively
+    /// (see [`check_dispatched`]); other funcs pass.
+    async fn check_content_task(&self, task: &NewTask) -> Result<(), ApiError> {
+        if task.func.as_str() == ADD_AND_REMOVE {
+            check_dispatched(&self.db, task).await?;
+        }
+        Ok(())
+    }
+
     async fn load(&self, id: TaskId) -> Result<pb::Task, ApiError> {
         store::get_task(&self.db, id)
             .await?
@@ -74,6 +91,7 @@ impl Tasks for TasksService {
         let engine = engine_or_forward!(self, request, dispatch);
         let request = request.into_inner();
         let task = new_task(TaskRequest::dispatch(&request), &[], engine.known_funcs())?;
+        self.check_content_task(&task).await?;
         let record = engine.dispatch(task).await.map_err(ApiError::from)?;
         debug!(task_id = %record.id, func = %record.func, "task dispatched");
         Ok(Response::new(convert::task(&record)))
@@ -98,6 +116,7 @@ impl Tasks for TasksService {
             timeout_seconds: r.options.as_ref().and_then(|o| o.timeout_seconds),
         };
         let task = new_task(fields, &r.resources, engine.known_funcs())?;
+        self.check_content_task(&task).await?;
         let record = engine.dispatch(task).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::EnqueueResponse {
             job_id: record.id.to_string(),

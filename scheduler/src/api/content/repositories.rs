@@ -12,7 +12,7 @@ use crate::cluster::{Cluster, Route};
 use crate::task::NewTask;
 use pulp_common::catalog::ADD_AND_REMOVE;
 use pulp_common::content::begin_write;
-use pulp_common::content::contents;
+use pulp_common::content::modification::{self, REQUEST_FIELDS};
 use pulp_common::content::repositories::{self, Repository, parse_description, parse_name};
 use pulp_common::content::versions::{self, Counts, Version};
 use pulp_common::names::{
@@ -23,14 +23,8 @@ use pulp_common::proto::content::v1::repositories_client::RepositoriesClient;
 use pulp_common::proto::content::v1::repositories_server::Repositories;
 use pulp_common::proto::tasking::v1 as tasking;
 use sea_orm::DatabaseConnection;
-use serde_json::json;
 use tonic::{Request, Response, Status};
 use tracing::debug;
-
-/// Most content units one Modify may name (added plus removed). The task's
-/// kwargs carry them, and the Task returned (and sent to the worker)
-/// echoes them: 100,000 ids keep every message under gRPC's default 4 MiB.
-pub const MAX_MODIFY_UNITS: usize = 100_000;
 
 /// The Repositories service.
 #[derive(Debug, Clone)]
@@ -59,83 +53,64 @@ impl RepositoriesService {
             .ok_or_else(|| ApiError::NotFound(format!("repository version {id} not found")))
     }
 
-    /// Validates a ModifyRequest into the task that carries it out.
+    /// Validates a ModifyRequest into the task that carries it out: the
+    /// rules of [`modification`], shared with a raw dispatch
+    /// ([`check_dispatched`]) and the worker.
     async fn modify_task(&self, r: &pb::ModifyRequest) -> Result<NewTask, ApiError> {
-        let repository = RepositoryId::parse(&r.repository_id)?;
-        let units = r.add_content_units.len() + r.remove_content_units.len();
-        if units > MAX_MODIFY_UNITS {
-            return Err(ApiError::InvalidArgument(format!(
-                "the request names {units} content units; the limit is {MAX_MODIFY_UNITS}: split it into several Modify calls"
-            )));
-        }
-        let remove_all = r.remove_content_units.iter().any(|u| u == "*");
-        if remove_all && r.remove_content_units.len() > 1 {
-            return Err(ApiError::InvalidArgument(
-                "remove_content_units: \"*\" removes all content and cannot be combined with other units".into(),
-            ));
-        }
-        let parse = |field: &str, list: &[String]| {
-            list.iter()
-                .enumerate()
-                .map(|(i, id)| {
-                    ContentId::parse(id)
-                        .map_err(|e| ApiError::InvalidArgument(format!("{field}[{i}]: {}", e.0)))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let add = parse("add_content_units", &r.add_content_units)?;
-        let remove = if remove_all {
-            Vec::new()
-        } else {
-            parse("remove_content_units", &r.remove_content_units)?
-        };
-        let base = (!r.base_version_id.is_empty())
-            .then(|| RepositoryVersionId::parse(&r.base_version_id))
-            .transpose()
-            .map_err(|e| ApiError::InvalidArgument(format!("base_version_id: {}", e.0)))?;
-
-        self.repository(repository).await?;
-        let mut shared = Vec::new();
-        if let Some(base) = base {
-            let version = self
-                .version(base)
-                .await
-                .map_err(|_| ApiError::NotFound(format!("base version {base} not found")))?;
-            if !version.complete {
-                return Err(ApiError::InvalidArgument(format!(
-                    "base version {base} is not complete: give a finished version"
-                )));
-            }
-            if version.repository_id != repository {
-                shared.push(repositories::resource(version.repository_id));
-            }
-        }
-        let mut named = add.clone();
-        named.extend(&remove);
-        if let Some(missing) = contents::first_missing(&self.db, &named).await? {
-            return Err(ApiError::NotFound(format!(
-                "content unit {missing} not found"
-            )));
-        }
-
-        let ids = |list: &[ContentId]| list.iter().map(ContentId::to_string).collect::<Vec<_>>();
-        let kwargs = json!({
-            "repository_pk": repository.to_string(),
-            "add_content_units": ids(&add),
-            "remove_content_units": if remove_all { vec!["*".to_owned()] } else { ids(&remove) },
-            "base_version_pk": base.map(|b| b.to_string()),
-        });
+        let base = (!r.base_version_id.is_empty()).then_some(r.base_version_id.as_str());
+        let m = modification::parse(
+            &REQUEST_FIELDS,
+            &r.repository_id,
+            &r.add_content_units,
+            &r.remove_content_units,
+            base,
+        )?;
+        let checked = modification::check(&self.db, &m).await?;
         Ok(NewTask {
             id: TaskId::new(),
             func: TaskName::parse(ADD_AND_REMOVE)?,
             args: "[]".into(),
-            kwargs: kwargs.to_string(),
-            claims: ResourceClaims::new([repositories::resource(repository)], shared)?,
+            kwargs: m.to_kwargs().to_string(),
+            claims: ResourceClaims::new(
+                [repositories::resource(m.repository)],
+                checked.other_repository.map(repositories::resource),
+            )?,
             task_group_id: None,
             parent_task_id: None,
             timeout_ms: None,
         })
     }
+}
+
+/// Checks a raw `Tasks.Dispatch` or `Enqueue` of `add_and_remove` as Modify
+/// checks its request, before anything is stored: the kwargs by the parser
+/// the worker runs ([`modification::from_kwargs`]), then that the task
+/// claims its repository's resource exclusively (the reservation is what
+/// serialises the versions of one repository; Modify claims it itself),
+/// then that the repository, the base version and the units exist and the
+/// base version is complete ([`modification::check`]). INVALID_ARGUMENT or
+/// NOT_FOUND, as Modify answers.
+pub(crate) async fn check_dispatched(
+    db: &DatabaseConnection,
+    task: &NewTask,
+) -> Result<(), ApiError> {
+    // `new_task` wrote both from protobuf values: they are JSON.
+    let not_json =
+        |e: serde_json::Error| ApiError::Internal(format!("a new task's arguments: {e}"));
+    let args: Vec<serde_json::Value> = serde_json::from_str(&task.args).map_err(not_json)?;
+    let kwargs: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&task.kwargs).map_err(not_json)?;
+    let m = modification::from_kwargs(&args, &kwargs)?;
+    let resource = repositories::resource(m.repository);
+    if !task.claims.exclusive.contains(&resource) {
+        return Err(ApiError::InvalidArgument(format!(
+            "add_and_remove changes repository {}: name its resource {resource} in exclusive_resources \
+             (Repositories.Modify dispatches the task with it for you)",
+            m.repository
+        )));
+    }
+    modification::check(db, &m).await?;
+    Ok(())
 }
 
 /// A repository as sent to clients.

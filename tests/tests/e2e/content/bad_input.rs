@@ -20,7 +20,7 @@ both_databases!(
 type Call<'a> = Pin<Box<dyn Future<Output = Result<(), tonic::Status>> + Send + 'a>>;
 
 /// What the database holds, as counts per table.
-async fn snapshot(app: &ContentApp) -> Vec<i64> {
+pub(super) async fn snapshot(app: &ContentApp) -> Vec<i64> {
     let db = app.database().await;
     let mut counts = Vec::new();
     for table in [

@@ -1,6 +1,7 @@
 //! `add_and_remove` under concurrency: the repository's reservation
 //! serialises Modify calls on one repository (in dispatch order), different
-//! repositories proceed at once, and a cancelled run leaves nothing behind.
+//! repositories proceed at once, a cancelled run leaves nothing behind, and
+//! a base version deleted after Modify accepted it fails the run.
 //!
 //! The runs are held at known points by the task's hook (see
 //! `pulp_worker::tasks::add_and_remove::Hook`), so no test sleeps or
@@ -9,6 +10,7 @@
 use super::{ContentApp, result, set, summary};
 use futures::FutureExt;
 use pulp_common::content::versions::Step;
+use pulp_common::proto::content::v1 as pb;
 use pulp_common::proto::tasking::v1 as tasking;
 use pulp_tests::{Backend, WAIT, both_databases, state};
 use pulp_worker::tasks::add_and_remove::{Hook, Phase};
@@ -20,6 +22,7 @@ both_databases!(
     modifies_of_one_repository_run_in_dispatch_order,
     modifies_of_different_repositories_run_concurrently,
     cancelled_modify_leaves_no_version,
+    base_version_deleted_before_the_run_fails_not_found,
 );
 
 /// Holds the first run that reaches `phase` until released, and tells the
@@ -37,6 +40,18 @@ impl Gate {
             release: Semaphore::new(0),
             used: AtomicBool::new(false),
         })
+    }
+
+    /// A gate that lets every run pass until [`arm`](Self::arm)ed.
+    fn disarmed() -> Arc<Gate> {
+        let gate = Gate::new();
+        gate.used.store(true, Ordering::SeqCst);
+        gate
+    }
+
+    /// Holds the next run that reaches the gate's phase.
+    fn arm(&self) {
+        self.used.store(false, Ordering::SeqCst);
     }
 
     fn hook(self: &Arc<Gate>, at: Phase) -> Hook {
@@ -229,4 +244,76 @@ async fn cancelled_modify_leaves_no_version(backend: Backend) {
     assert_eq!(result(&next)["version_number"], 2);
     let v2 = app.versions(&repo.id).await.pop().unwrap();
     assert_eq!(app.content_of(&v2.id).await, set(&[&u[0], &u[1], &u[2]]));
+}
+
+/// The seed's "the task itself finds them gone" for a base version: Modify
+/// accepts a complete base version, then, while the run is held just
+/// before its transaction, the base version is deleted. The run fails with
+/// reason "not found" naming it, creates no version, and leaves
+/// `next_version` as it was, so the next Modify gets that number.
+async fn base_version_deleted_before_the_run_fails_not_found(backend: Backend) {
+    let Some(app) = ContentApp::spawn(backend).await else {
+        return;
+    };
+    let gate = Gate::disarmed();
+    let _worker = app
+        .hooked_worker("w", 1, gate.hook(Phase::BeforeTransaction))
+        .await;
+    let repo = app.repo("based").await;
+    let u = app.units("u", 3).await;
+    app.modify_done(&repo.id, &u[..1], &[], None).await;
+    app.modify_done(&repo.id, &u[1..2], &[], None).await;
+    let versions = app.versions(&repo.id).await;
+    let (v1, v2) = (versions[1].clone(), versions[2].clone());
+    let before = app.get_repo(&repo.id).await;
+    assert_eq!((before.latest_version_number, before.next_version), (2, 3));
+
+    gate.arm();
+    let task = app.modify(&repo.id, &u[2..], &[], Some(&v1.id)).await;
+    gate.wait_arrived().await;
+    let running = app
+        .tasks()
+        .get_task(tasking::GetTaskRequest {
+            id: task.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(state(&running), tasking::TaskState::Running);
+    app.repos()
+        .delete_repository_version(pb::DeleteRepositoryVersionRequest { id: v1.id.clone() })
+        .await
+        .expect("delete the base version");
+    gate.release.add_permits(1);
+
+    let done = app.wait_final(&task.id).await;
+    assert_eq!(
+        state(&done),
+        tasking::TaskState::Failed,
+        "{:?}",
+        done.result
+    );
+    let error = done.error.expect("an error");
+    assert_eq!(error.reason, "not found");
+    assert!(
+        error.description.contains("base version") && error.description.contains(&v1.id),
+        "{}",
+        error.description
+    );
+    assert!(done.created_resources.is_empty());
+
+    let after = app.versions(&repo.id).await;
+    assert_eq!(after.iter().map(|v| v.number).collect::<Vec<_>>(), [0, 2]);
+    assert!(after.iter().all(|v| v.complete));
+    assert_eq!(app.content_of(&after[1].id).await, set(&[&u[0], &u[1]]));
+    assert_eq!(after[1].id, v2.id);
+    let now = app.get_repo(&repo.id).await;
+    assert_eq!(
+        (now.latest_version_number, now.next_version),
+        (2, before.next_version),
+        "the failed run used no version number"
+    );
+
+    let next = app.modify_done(&repo.id, &u[2..], &[], None).await;
+    assert_eq!(result(&next)["version_number"], before.next_version);
 }

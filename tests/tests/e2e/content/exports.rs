@@ -15,7 +15,6 @@ use pulp_common::content::artifacts::Sha256Digest;
 use pulp_common::proto::content::v1 as pb;
 use pulp_common::proto::content::v1::exporters_client::ExportersClient;
 use pulp_common::proto::content::v1::publications_client::PublicationsClient;
-use pulp_common::proto::content::v1::upload_artifact_request::Part;
 use pulp_common::proto::tasking::v1 as tasking;
 use pulp_tests::{Backend, TaskRegistry, TestWorker, WAIT, both_databases, state};
 use pulp_worker::tasks::export::{self, Hook, Phase, Source};
@@ -132,22 +131,7 @@ impl Fixture {
 
     /// Uploads `data` as an artifact.
     async fn upload(&self, data: &[u8]) -> pb::Artifact {
-        let digest = sha256_hex(data);
-        let mut messages = vec![pb::UploadArtifactRequest {
-            part: Some(Part::Header(pb::UploadHeader {
-                sha256: digest,
-                size: data.len() as i64,
-            })),
-        }];
-        messages.extend(data.chunks(1 << 20).map(|c| pb::UploadArtifactRequest {
-            part: Some(Part::Chunk(c.to_vec())),
-        }));
-        self.app
-            .artifacts()
-            .upload_artifact(futures::stream::iter(messages))
-            .await
-            .expect("upload")
-            .into_inner()
+        self.app.upload(data).await
     }
 
     /// A `file.file` unit with one downloaded file at `path`.

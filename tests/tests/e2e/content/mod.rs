@@ -11,11 +11,15 @@ mod bad_input;
 mod bench;
 mod cli;
 mod concurrency;
+mod contents;
+mod dispatch;
 mod exports;
 mod uploads;
 mod versions;
 
+use pulp_common::content::artifacts::Sha256Digest;
 use pulp_common::proto::content::v1 as pb;
+use pulp_common::proto::content::v1::upload_artifact_request::Part;
 use pulp_common::proto::content::v1::{
     artifacts_client::ArtifactsClient, contents_client::ContentsClient,
     repositories_client::RepositoriesClient,
@@ -23,6 +27,7 @@ use pulp_common::proto::content::v1::{
 use pulp_common::proto::tasking::v1 as tasking;
 use pulp_tests::{Backend, TaskRegistry, TestApp, TestWorker, state};
 use pulp_worker::tasks::add_and_remove::{self, Hook};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::ops::Deref;
 use std::path::Path;
@@ -133,6 +138,25 @@ impl ContentApp {
             .get_repository(pb::GetRepositoryRequest { id: id.into() })
             .await
             .expect("get repository")
+            .into_inner()
+    }
+
+    /// Uploads `data` as one artifact (header, then 1 MiB chunks).
+    pub async fn upload(&self, data: &[u8]) -> pb::Artifact {
+        let sha256 = Sha256Digest::from_hash(&Sha256::digest(data)).to_string();
+        let mut messages = vec![pb::UploadArtifactRequest {
+            part: Some(Part::Header(pb::UploadHeader {
+                sha256,
+                size: data.len() as i64,
+            })),
+        }];
+        messages.extend(data.chunks(1 << 20).map(|c| pb::UploadArtifactRequest {
+            part: Some(Part::Chunk(c.to_vec())),
+        }));
+        self.artifacts()
+            .upload_artifact(futures::stream::iter(messages))
+            .await
+            .expect("upload")
             .into_inner()
     }
 
