@@ -899,9 +899,19 @@ pub async fn start_scheduler_process(
     .map(|s| s.to_string())
     .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
-    let process = Process::start("pulp-scheduler", &args, dir.join(log));
+    let mut process = Process::start("pulp-scheduler", &args, dir.join(log));
+    let url = format!("http://127.0.0.1:{port}");
+    // Fail at once, with its log, if the process ends before it listens
+    // (a port taken in the meantime, a database it cannot open).
+    let channel = tokio::select! {
+        channel = connect_eventually(&url) => channel,
+        status = process.wait_exit(WAIT) => panic!(
+            "pulp-scheduler did not listen on {url} (exit status: {status:?}); its log:\n{}",
+            process.log_text()
+        ),
+    };
     wait_for_health(
-        connect_eventually(&format!("http://127.0.0.1:{port}")).await,
+        channel,
         tonic_health::pb::health_check_response::ServingStatus::Serving,
     )
     .await;

@@ -39,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0002Content),
             Box::new(M0003SchedulerLeader),
             Box::new(M0004Exports),
+            Box::new(M0005LeanTaskIndexes),
         ]
     }
 }
@@ -319,6 +320,42 @@ impl MigrationTrait for M0004Exports {
                 created_at BIGINT NOT NULL
             )",
             "CREATE INDEX exports_exporter ON exports (exporter_id, id)",
+        ];
+        for sql in statements {
+            conn.execute_unprepared(sql).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Fewer index entries per task state change. Every change of a task row
+/// rewrites an entry in each index over it (on PostgreSQL a new row version
+/// is indexed everywhere, since `state` is indexed), and a task's life is an
+/// insert and two updates. `tasks_unfinished` repeated `tasks_state`; the
+/// indexes on `task_group_id`, `worker` and `finished_at` now leave out the
+/// rows where the column is NULL (tasks outside groups, not yet assigned,
+/// not finished), which no query looks for: every query on these columns
+/// compares them with a value, which implies NOT NULL to both planners.
+struct M0005LeanTaskIndexes;
+
+impl MigrationName for M0005LeanTaskIndexes {
+    fn name(&self) -> &str {
+        "m0005_lean_task_indexes"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005LeanTaskIndexes {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let conn = manager.get_connection();
+        let statements = [
+            "DROP INDEX tasks_unfinished",
+            "DROP INDEX tasks_group",
+            "DROP INDEX tasks_worker",
+            "DROP INDEX tasks_finished",
+            "CREATE INDEX tasks_group ON tasks (task_group_id, seq) WHERE task_group_id IS NOT NULL",
+            "CREATE INDEX tasks_worker ON tasks (worker, seq) WHERE worker IS NOT NULL",
+            "CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL",
         ];
         for sql in statements {
             conn.execute_unprepared(sql).await?;
