@@ -357,9 +357,10 @@ impl MigrationTrait for M0005LeanTaskIndexes {
             "CREATE INDEX tasks_worker ON tasks (worker, seq) WHERE worker IS NOT NULL",
             "CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL",
         ];
-        for sql in statements {
-            conn.execute_unprepared(sql).await?;
-        }
+        // One call, so one connection: on SQLite a pooled connection that
+        // did not run the DROP could still see the old index when it
+        // prepares the CREATE ("index tasks_group already exists").
+        conn.execute_unprepared(&statements.join(";\n")).await?;
         Ok(())
     }
 }
