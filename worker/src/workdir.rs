@@ -136,9 +136,10 @@ impl WorkingDirs {
     /// False when that could not be done; the spare is then kept (if
     /// intact) or deleted.
     fn install(&self, mut spare: Spare, task_dir: &Path, random: String) -> bool {
-        let inner = spare.dir.join(&spare.inner);
         // A process a task left behind may have written into it since.
-        if !is_empty_dir(&inner) || std::fs::rename(&inner, spare.dir.join(&random)).is_err() {
+        if !holds_only_empty_dir(&spare.dir, &spare.inner)
+            || std::fs::rename(spare.dir.join(&spare.inner), spare.dir.join(&random)).is_err()
+        {
             discard(&spare.dir);
             return false;
         }
@@ -447,6 +448,33 @@ mod tests {
         }
         assert_eq!(spares(root.path()), 0);
         assert!(root.path().join(SPARES_DIR).is_dir());
+    }
+
+    #[tokio::test]
+    async fn a_spare_written_into_after_its_task_is_not_handed_out() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = dirs(root.path(), 2);
+        dirs.create(TaskId::new()).unwrap().remove().await.unwrap();
+        assert_eq!(spares(root.path()), 1);
+        // A process the task left behind, writing beside its old directory.
+        let spare = std::fs::read_dir(root.path().join(SPARES_DIR))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::write(spare.join("late"), b"x").unwrap();
+
+        let next = dirs.create(TaskId::new()).unwrap();
+        assert_eq!(std::fs::read_dir(next.path()).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(next.path().parent().unwrap())
+                .unwrap()
+                .count(),
+            1,
+            "the next task sees only its own directory"
+        );
+        assert!(!spare.exists(), "the spare was deleted");
     }
 
     #[tokio::test]
