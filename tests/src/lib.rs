@@ -1000,6 +1000,20 @@ impl HealthWatch {
     }
 }
 
+/// Awaits each call of a table of refusals: `(case, call, code, says)`.
+/// Each must fail with `code` and a message that contains `says`.
+pub async fn assert_refusals<T, F>(cases: Vec<(&str, F, tonic::Code, &str)>)
+where
+    T: std::fmt::Debug,
+    F: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    for (case, call, code, says) in cases {
+        let err = call.await.expect_err(case);
+        assert_eq!(err.code(), code, "{case}: {err}");
+        assert!(err.message().contains(says), "{case}: {}", err.message());
+    }
+}
+
 /// A free TCP port on loopback (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

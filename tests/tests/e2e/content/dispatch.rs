@@ -235,11 +235,7 @@ async fn raw_add_and_remove_is_checked_like_modify(backend: Backend) {
             "exclusive_resources",
         ),
     ];
-    for (case, call, code, says) in cases {
-        let err = call.await.expect_err(case);
-        assert_eq!(err.code(), code, "{case}: {err}");
-        assert!(err.message().contains(says), "{case}: {}", err.message());
-    }
+    pulp_tests::assert_refusals(cases).await;
     assert_eq!(
         snapshot(&app).await,
         before,
