@@ -277,6 +277,16 @@ impl TestApp {
         WorkersClient::new(self.channel.clone())
     }
 
+    /// The workers the scheduler lists.
+    pub async fn list_workers(&self) -> Vec<pb::Worker> {
+        self.workers()
+            .list_workers(pb::ListWorkersRequest {})
+            .await
+            .expect("list workers")
+            .into_inner()
+            .workers
+    }
+
     /// Starts a worker with the built-in tasks and `slots` slots.
     pub async fn start_worker(&self, name: &str, slots: u32) -> TestWorker {
         self.start_worker_with(name, slots, TaskRegistry::builtin(), |_| {})

@@ -489,7 +489,7 @@ async fn bad_worker_streams_are_refused(backend: Backend) {
         assert!(!err.message().is_empty(), "{case}: no message");
     }
     assert!(
-        workers(&app).await.is_empty(),
+        app.list_workers().await.is_empty(),
         "refused registrations registered nobody"
     );
 
@@ -497,7 +497,7 @@ async fn bad_worker_streams_are_refused(backend: Backend) {
     // slots) is refused and changes nothing about the registered worker.
     let mut twice = open(&app, hello("twice", "instance-1")).await.unwrap();
     assert!(matches!(twice.next().await.unwrap(), Down::Welcome(_)));
-    let registered = workers(&app).await;
+    let registered = app.list_workers().await;
     twice
         .send(Up::Hello(pb::Hello {
             name: "twice".into(),
@@ -510,7 +510,7 @@ async fn bad_worker_streams_are_refused(backend: Backend) {
     let err = twice.next().await.expect_err("second Hello refused");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
     assert!(!err.message().is_empty(), "second Hello: no message");
-    let listed = workers(&app).await;
+    let listed = app.list_workers().await;
     assert_eq!(
         listed.iter().map(|w| &w.name).collect::<Vec<_>>(),
         ["twice"],
@@ -533,7 +533,7 @@ async fn bad_worker_streams_are_refused(backend: Backend) {
         .expect("refused");
     assert_eq!(err.code(), Code::AlreadyExists, "{err}");
     assert!(!err.message().is_empty(), "duplicate name: no message");
-    let listed = workers(&app).await;
+    let listed = app.list_workers().await;
     let dups: Vec<&pb::Worker> = listed.iter().filter(|w| w.name == "dup").collect();
     assert_eq!(dups.len(), 1, "{listed:?}");
     assert_eq!(dups[0].state, pb::WorkerState::Online as i32, "{listed:?}");
@@ -572,14 +572,4 @@ async fn bad_worker_streams_are_refused(backend: Backend) {
         pb::TaskState::Waiting as i32,
         "a refused result changes nothing"
     );
-}
-
-/// The workers the scheduler lists, by name.
-async fn workers(app: &TestApp) -> Vec<pb::Worker> {
-    app.workers()
-        .list_workers(pb::ListWorkersRequest {})
-        .await
-        .expect("list workers")
-        .into_inner()
-        .workers
 }

@@ -83,12 +83,8 @@ async fn get_task(tasks: &mut TasksClient<Channel>, id: &str) -> pb::Task {
 }
 
 async fn list_workers(app: &TestApp) -> HashMap<String, pb::Worker> {
-    app.workers()
-        .list_workers(pb::ListWorkersRequest {})
+    app.list_workers()
         .await
-        .expect("list workers")
-        .into_inner()
-        .workers
         .into_iter()
         .map(|w| (w.name.clone(), w))
         .collect()

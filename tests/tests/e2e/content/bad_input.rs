@@ -74,17 +74,7 @@ async fn bad_content_requests_change_nothing(backend: Backend) {
     let other = app.repo("other").await;
     let u = app.units("u", 2).await;
     let v0 = app.versions(&repo.id).await[0].id.clone();
-    // An incomplete version cannot be made through the API: write one.
-    let incomplete = uuid::Uuid::now_v7().to_string();
-    let db = app.database().await;
-    db.execute_raw(pulp_common::db::stmt(
-        db.get_database_backend(),
-        "INSERT INTO repository_versions (id, repository_id, number, base_version_id, complete, created_by_task, created_at) \
-         VALUES ($1, $2, 99, NULL, $3, NULL, 0)",
-        [incomplete.clone().into(), other.id.clone().into(), false.into()],
-    ))
-    .await
-    .unwrap();
+    let incomplete = app.incomplete_version(&other.id).await;
     let before = snapshot(&app).await;
 
     let unknown = uuid::Uuid::now_v7().to_string();

@@ -10,7 +10,6 @@ use pulp_common::content::repositories;
 use pulp_common::names::RepositoryId;
 use pulp_common::proto::tasking::v1 as tasking;
 use pulp_tests::{Backend, both_databases, dispatch_request, state};
-use sea_orm::ConnectionTrait;
 use serde_json::{Value as Json, json};
 use std::future::Future;
 use std::pin::Pin;
@@ -49,17 +48,7 @@ async fn raw_add_and_remove_is_checked_like_modify(backend: Backend) {
     let repo = app.repo("target").await;
     let other = app.repo("other").await;
     let u = app.units("u", 3).await;
-    // An incomplete version cannot be made through the API: write one.
-    let incomplete = uuid::Uuid::now_v7().to_string();
-    let db = app.database().await;
-    db.execute_raw(pulp_common::db::stmt(
-        db.get_database_backend(),
-        "INSERT INTO repository_versions (id, repository_id, number, base_version_id, complete, created_by_task, created_at) \
-         VALUES ($1, $2, 99, NULL, $3, NULL, 0)",
-        [incomplete.clone().into(), other.id.clone().into(), false.into()],
-    ))
-    .await
-    .unwrap();
+    let incomplete = app.incomplete_version(&other.id).await;
     let before = snapshot(&app).await;
 
     let own = repo.resource.as_str();

@@ -48,6 +48,23 @@ impl Deref for ContentApp {
 }
 
 impl ContentApp {
+    /// Writes an incomplete version (number 99) of `repository_id` straight
+    /// into the database, since the API cannot make one; returns its id.
+    pub async fn incomplete_version(&self, repository_id: &str) -> String {
+        use sea_orm::ConnectionTrait;
+        let id = uuid::Uuid::now_v7().to_string();
+        let db = self.database().await;
+        db.execute_raw(pulp_common::db::stmt(
+            db.get_database_backend(),
+            "INSERT INTO repository_versions (id, repository_id, number, base_version_id, complete, created_by_task, created_at) \
+             VALUES ($1, $2, 99, NULL, $3, NULL, 0)",
+            [id.clone().into(), repository_id.to_owned().into(), false.into()],
+        ))
+        .await
+        .expect("an incomplete version written");
+        id
+    }
+
     /// A scheduler on a fresh `backend` database; `None` when the backend
     /// is unavailable outside CI.
     pub async fn spawn(backend: Backend) -> Option<ContentApp> {
