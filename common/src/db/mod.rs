@@ -115,19 +115,28 @@ pub async fn connect(
         Ok(DatabaseConnection::from(pool))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-        // Prepared statements are planned for their parameters and the
-        // table as it is now, every time. A generic plan is made once, from
-        // the statistics of the moment: made while `tasks` was small (a
-        // fresh database, before autovacuum's first ANALYZE a minute
-        // later), the batched updates kept a sequential scan and hash join
-        // while the table grew to 20,000 rows, a millisecond a statement
-        // instead of a few primary-key lookups. Planning these short
-        // statements costs less than that.
         let options = PgConnectOptions::from_str(url)
             .map_err(ConnectError::InvalidUrl)?
-            .statement_cache_capacity(STATEMENT_CACHE)
-            .options([("plan_cache_mode", "force_custom_plan")]);
+            .statement_cache_capacity(STATEMENT_CACHE);
         let pool = PgPoolOptions::new()
+            // Prepared statements are planned for their parameters and the
+            // table as it is now, every time. A generic plan is made once,
+            // from the statistics of the moment: made while `tasks` was
+            // small (a fresh database, before autovacuum's first ANALYZE a
+            // minute later), the batched updates kept a sequential scan and
+            // hash join while the table grew to 20,000 rows, a millisecond
+            // a statement instead of a few primary-key lookups. Planning
+            // these short statements costs less than that. Set after
+            // connecting rather than as a startup option, which connection
+            // poolers such as PgBouncer refuse.
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::raw_sql("SET plan_cache_mode = force_custom_plan")
+                        .execute(conn)
+                        .await
+                        .map(drop)
+                })
+            })
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(options)
