@@ -124,15 +124,14 @@ pub async fn insert(
         let sql = format!(
             "INSERT INTO task_resources (resource, task_seq, exclusive) \
              SELECT e.value, t.seq, TRUE FROM tasks t, json_each(t.exclusive_resources) e \
-               WHERE t.seq IN (SELECT v.seq FROM {source}) \
+               WHERE {these} \
              UNION ALL \
              SELECT s.value, t.seq, FALSE FROM tasks t, json_each(t.shared_resources) s \
-               WHERE t.seq IN (SELECT v.seq FROM {source})",
-            source = json_rows(backend, 1, &[("seq", JsonType::BigInt)])
+               WHERE {these}",
+            these = seq_in(backend, "t.seq", 1)
         );
         for chunk in out.chunks(CHUNK) {
-            let rows: Vec<SeqRow> = chunk.iter().map(|&seq| SeqRow { seq }).collect();
-            conn.execute_raw(stmt(backend, &sql, [json_rows_value(&rows)]))
+            conn.execute_raw(stmt(backend, &sql, [seq_rows(chunk)]))
                 .await?;
         }
     }
@@ -145,7 +144,12 @@ struct SeqRow {
     seq: i64,
 }
 
-/// `<column> IN (...)` for the seqs bound to `$param` as [`SeqRow`]s.
+/// `seqs` as the parameter of [`seq_in`].
+fn seq_rows(seqs: &[i64]) -> Value {
+    json_rows_value(&seqs.iter().map(|&seq| SeqRow { seq }).collect::<Vec<_>>())
+}
+
+/// `<column> IN (...)` for the seqs bound to `$param` by [`seq_rows`].
 fn seq_in(backend: DbBackend, column: &str, param: usize) -> String {
     format!(
         "{column} IN (SELECT v.seq FROM {})",
@@ -165,8 +169,7 @@ pub async fn set_unblocked(
         seq_in(backend, "seq", 2)
     );
     for chunk in seqs.chunks(CHUNK) {
-        let rows: Vec<SeqRow> = chunk.iter().map(|&seq| SeqRow { seq }).collect();
-        let values = [Value::from(now), json_rows_value(&rows)];
+        let values = [Value::from(now), seq_rows(chunk)];
         conn.execute_raw(stmt(backend, &sql, values)).await?;
     }
     Ok(())
@@ -573,9 +576,9 @@ async fn attach_progress(
          WHERE {} ORDER BY task_seq, position, code",
         seq_in(backend, "task_seq", 1)
     );
-    let rows: Vec<SeqRow> = tasks.iter().map(|t| SeqRow { seq: t.seq }).collect();
+    let seqs: Vec<i64> = tasks.iter().map(|t| t.seq).collect();
     for row in conn
-        .query_all_raw(stmt(backend, &sql, [json_rows_value(&rows)]))
+        .query_all_raw(stmt(backend, &sql, [seq_rows(&seqs)]))
         .await?
     {
         let seq: i64 = get(&row, "task_seq")?;
