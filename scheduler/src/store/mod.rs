@@ -1,6 +1,7 @@
 //! Database access for the scheduler's tables: plain functions that take a
 //! connection or a transaction (`&impl ConnectionTrait`); callers own the
-//! transaction. Only the engine writes task state; the API reads.
+//! transaction (except `tasks::purge`, which commits one batch at a time).
+//! Only the engine writes task state; the API reads, and purges.
 
 pub mod groups;
 pub mod tasks;

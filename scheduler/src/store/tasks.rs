@@ -16,7 +16,9 @@ use crate::task::{NewTask, Outcome, Progress, TaskFailure, TaskRecord};
 use pulp_common::db::{JsonType, json_rows, json_rows_value, stmt};
 use pulp_common::names::TaskId;
 use pulp_common::state::TaskState;
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, TransactionTrait, Value,
+};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -24,11 +26,96 @@ const COLUMNS: &str = "seq, id, func, args, kwargs, exclusive_resources, shared_
     task_group_id, parent_task_id, worker, attempt, timeout_ms, created_at, unblocked_at, \
     started_at, finished_at, error, result, created_resources";
 
-/// Inserts tasks and their resource claims and returns their seqs, in the
-/// order given (dispatch order follows the order of `tasks`).
-/// `unblocked[i]` says that task i may run at once: its `unblocked_at` is
-/// `now`. On PostgreSQL one statement per chunk writes both tables (a
-/// data-modifying CTE: one round trip); SQLite, in process, takes two.
+/// The columns of a new task row, as [`TaskRow`] sends them.
+const ROW_COLUMNS: [(&str, JsonType); 10] = [
+    ("id", JsonType::Text),
+    ("func", JsonType::Text),
+    ("args", JsonType::Text),
+    ("kwargs", JsonType::Text),
+    ("exclusive", JsonType::Text),
+    ("shared", JsonType::Text),
+    ("task_group_id", JsonType::Text),
+    ("parent_task_id", JsonType::Text),
+    ("timeout_ms", JsonType::BigInt),
+    ("unblocked_at", JsonType::BigInt),
+];
+/// [`ROW_COLUMNS`] after a chosen seq ([`SeqTaskRow`]).
+const ROW_COLUMNS_WITH_SEQ: [(&str, JsonType); 11] = [
+    ("seq", JsonType::BigInt),
+    ROW_COLUMNS[0],
+    ROW_COLUMNS[1],
+    ROW_COLUMNS[2],
+    ROW_COLUMNS[3],
+    ROW_COLUMNS[4],
+    ROW_COLUMNS[5],
+    ROW_COLUMNS[6],
+    ROW_COLUMNS[7],
+    ROW_COLUMNS[8],
+    ROW_COLUMNS[9],
+];
+/// The columns a new task row fills, and what fills them from `v`, a
+/// [`json_rows`] source of [`TaskRow`]s (`$1` is the time).
+const INSERTED: &str = "id, func, args, kwargs, exclusive_resources, shared_resources, \
+    task_group_id, parent_task_id, timeout_ms, created_at, unblocked_at, \
+    state, attempt, created_resources";
+const SELECTED: &str = "v.id, v.func, v.args, v.kwargs, v.exclusive, v.shared, v.task_group_id, \
+    v.parent_task_id, v.timeout_ms, $1, v.unblocked_at, 'waiting', 0, '[]'";
+/// PostgreSQL: the claims of the tasks a CTE `t` inserted (`RETURNING seq,
+/// exclusive_resources, shared_resources`).
+const CLAIMS_FROM_T: &str = "INSERT INTO task_resources (resource, task_seq, exclusive) \
+    SELECT e.name, t.seq, TRUE FROM t, json_array_elements_text(t.exclusive_resources::json) AS e(name) \
+    UNION ALL \
+    SELECT s.name, t.seq, FALSE FROM t, json_array_elements_text(t.shared_resources::json) AS s(name)";
+
+/// A new task as one JSON row of an insert.
+#[derive(Serialize)]
+struct TaskRow<'a> {
+    id: String,
+    func: &'a str,
+    args: &'a str,
+    kwargs: &'a str,
+    exclusive: String,
+    shared: String,
+    task_group_id: Option<String>,
+    parent_task_id: Option<String>,
+    timeout_ms: Option<i64>,
+    unblocked_at: Option<i64>,
+}
+
+impl<'a> TaskRow<'a> {
+    fn new(task: &'a NewTask, unblocked: bool, now: i64) -> Self {
+        let names = |list: &[pulp_common::names::ResourceName]| {
+            serde_json::to_string(&list.iter().map(|r| r.as_str()).collect::<Vec<_>>())
+                .expect("a list of strings serialises")
+        };
+        TaskRow {
+            id: task.id.to_string(),
+            func: task.func.as_str(),
+            args: &task.args,
+            kwargs: &task.kwargs,
+            exclusive: names(&task.claims.exclusive),
+            shared: names(&task.claims.shared),
+            task_group_id: task.task_group_id.map(|g| g.to_string()),
+            parent_task_id: task.parent_task_id.map(|p| p.to_string()),
+            timeout_ms: task.timeout_ms,
+            unblocked_at: unblocked.then_some(now),
+        }
+    }
+}
+
+/// A [`TaskRow`] numbered beforehand.
+#[derive(Serialize)]
+struct SeqTaskRow<'a> {
+    seq: i64,
+    #[serde(flatten)]
+    task: TaskRow<'a>,
+}
+
+/// SQLite: inserts tasks and their resource claims and returns their
+/// seqs (SQLite's AUTOINCREMENT numbers them), in the order given
+/// (dispatch order follows the order of `tasks`). `unblocked[i]` says that
+/// task i may run at once: its `unblocked_at` is `now`. PostgreSQL tasks
+/// are numbered by the engine beforehand and written by [`PgInsert`].
 pub async fn insert(
     conn: &impl ConnectionTrait,
     tasks: &[NewTask],
@@ -37,75 +124,18 @@ pub async fn insert(
 ) -> Result<Vec<i64>, DbErr> {
     debug_assert_eq!(tasks.len(), unblocked.len());
     let backend = conn.get_database_backend();
-    let names = |list: &[pulp_common::names::ResourceName]| {
-        serde_json::to_string(&list.iter().map(|r| r.as_str()).collect::<Vec<_>>())
-            .expect("a list of strings serialises")
-    };
-    #[derive(Serialize)]
-    struct Row<'a> {
-        id: String,
-        func: &'a str,
-        args: &'a str,
-        kwargs: &'a str,
-        exclusive: String,
-        shared: String,
-        task_group_id: Option<String>,
-        parent_task_id: Option<String>,
-        timeout_ms: Option<i64>,
-        unblocked_at: Option<i64>,
-    }
-    let source = json_rows(
-        backend,
-        2,
-        &[
-            ("id", JsonType::Text),
-            ("func", JsonType::Text),
-            ("args", JsonType::Text),
-            ("kwargs", JsonType::Text),
-            ("exclusive", JsonType::Text),
-            ("shared", JsonType::Text),
-            ("task_group_id", JsonType::Text),
-            ("parent_task_id", JsonType::Text),
-            ("timeout_ms", JsonType::BigInt),
-            ("unblocked_at", JsonType::BigInt),
-        ],
+    debug_assert_eq!(backend, DbBackend::Sqlite);
+    let source = json_rows(backend, 2, &ROW_COLUMNS);
+    let sql = format!(
+        "INSERT INTO tasks ({INSERTED}) SELECT {SELECTED} FROM {source} ORDER BY v.ord \
+         RETURNING seq, id"
     );
-    let insert_tasks = format!(
-        "INSERT INTO tasks (id, func, args, kwargs, exclusive_resources, shared_resources, \
-         task_group_id, parent_task_id, timeout_ms, created_at, unblocked_at, \
-         state, attempt, created_resources) \
-         SELECT v.id, v.func, v.args, v.kwargs, v.exclusive, v.shared, v.task_group_id, \
-         v.parent_task_id, v.timeout_ms, $1, v.unblocked_at, 'waiting', 0, '[]' \
-         FROM {source} ORDER BY v.ord"
-    );
-    let sql = match backend {
-        DbBackend::Postgres => format!(
-            "WITH t AS ({insert_tasks} RETURNING seq, id, exclusive_resources, shared_resources), \
-             r AS (INSERT INTO task_resources (resource, task_seq, exclusive) \
-               SELECT e.name, t.seq, TRUE FROM t, json_array_elements_text(t.exclusive_resources::json) AS e(name) \
-               UNION ALL \
-               SELECT s.name, t.seq, FALSE FROM t, json_array_elements_text(t.shared_resources::json) AS s(name)) \
-             SELECT seq, id FROM t"
-        ),
-        _ => format!("{insert_tasks} RETURNING seq, id"),
-    };
     let mut seqs: HashMap<String, i64> = HashMap::with_capacity(tasks.len());
     for (chunk, chunk_unblocked) in tasks.chunks(CHUNK).zip(unblocked.chunks(CHUNK)) {
-        let rows: Vec<Row> = chunk
+        let rows: Vec<TaskRow> = chunk
             .iter()
             .zip(chunk_unblocked)
-            .map(|(task, unblocked)| Row {
-                id: task.id.to_string(),
-                func: task.func.as_str(),
-                args: &task.args,
-                kwargs: &task.kwargs,
-                exclusive: names(&task.claims.exclusive),
-                shared: names(&task.claims.shared),
-                task_group_id: task.task_group_id.map(|g| g.to_string()),
-                parent_task_id: task.parent_task_id.map(|p| p.to_string()),
-                timeout_ms: task.timeout_ms,
-                unblocked_at: unblocked.then_some(now),
-            })
+            .map(|(task, &unblocked)| TaskRow::new(task, unblocked, now))
             .collect();
         let values = [Value::from(now), json_rows_value(&rows)];
         for row in conn.query_all_raw(stmt(backend, &sql, values)).await? {
@@ -119,23 +149,139 @@ pub async fn insert(
             .ok_or_else(|| DbErr::Custom("inserted task missing from RETURNING".into()))?;
         out.push(seq);
     }
-    if backend != DbBackend::Postgres {
-        // The claims, from the rows just written.
-        let sql = format!(
-            "INSERT INTO task_resources (resource, task_seq, exclusive) \
-             SELECT e.value, t.seq, TRUE FROM tasks t, json_each(t.exclusive_resources) e \
-               WHERE {these} \
-             UNION ALL \
-             SELECT s.value, t.seq, FALSE FROM tasks t, json_each(t.shared_resources) s \
-               WHERE {these}",
-            these = seq_in(backend, "t.seq", 1)
-        );
-        for chunk in out.chunks(CHUNK) {
-            conn.execute_raw(stmt(backend, &sql, [seq_rows(chunk)]))
-                .await?;
-        }
+    // The claims, from the rows just written.
+    let sql = format!(
+        "INSERT INTO task_resources (resource, task_seq, exclusive) \
+         SELECT e.value, t.seq, TRUE FROM tasks t, json_each(t.exclusive_resources) e \
+           WHERE {these} \
+         UNION ALL \
+         SELECT s.value, t.seq, FALSE FROM tasks t, json_each(t.shared_resources) s \
+           WHERE {these}",
+        these = seq_in(backend, "t.seq", 1)
+    );
+    for chunk in out.chunks(CHUNK) {
+        conn.execute_raw(stmt(backend, &sql, [seq_rows(chunk)]))
+            .await?;
     }
     Ok(out)
+}
+
+/// Takes `count` fresh seqs from the `tasks` sequence (PostgreSQL), in
+/// increasing order: the engine numbers new tasks itself, so that a
+/// dispatch round can be decided before its statement runs. The sequence never hands out a value twice, whatever
+/// rolls back, and is shared by a new leader (see [`PgInsert`]).
+pub async fn reserve_seqs(conn: &impl ConnectionTrait, count: usize) -> Result<Vec<i64>, DbErr> {
+    let rows = conn
+        .query_all_raw(stmt(
+            DbBackend::Postgres,
+            "SELECT nextval('tasks_seq_seq') AS seq FROM generate_series(1, $1)",
+            [Value::from(count as i64)],
+        ))
+        .await?;
+    rows.iter().map(|row| get(row, "seq")).collect()
+}
+
+/// PostgreSQL: an insert of tasks numbered beforehand ([`reserve_seqs`])
+/// with their claims, one data-modifying statement per chunk, made ready
+/// now and run later (by a dispatch round's task of its own, or in the
+/// engine's transaction). Given the leadership epoch, each statement also
+/// checks it under the same `FOR SHARE` lock as every round, so that one
+/// statement can be a whole round.
+#[derive(Debug)]
+pub struct PgInsert {
+    statements: Vec<(sea_orm::Statement, usize)>,
+    checks_epoch: bool,
+}
+
+/// What [`PgInsert::run`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// Every task was inserted.
+    All,
+    /// The epoch was not current: nothing was inserted.
+    Fenced,
+}
+
+impl PgInsert {
+    /// The insert of `tasks` as `seqs`; `unblocked` as for [`insert`];
+    /// `epoch` the leadership epoch the engine runs under, if any.
+    pub fn new(
+        tasks: &[NewTask],
+        seqs: &[i64],
+        unblocked: &[bool],
+        now: i64,
+        epoch: Option<i64>,
+    ) -> PgInsert {
+        debug_assert_eq!(tasks.len(), seqs.len());
+        debug_assert_eq!(tasks.len(), unblocked.len());
+        let backend = DbBackend::Postgres;
+        let source = json_rows(backend, 2, &ROW_COLUMNS_WITH_SEQ);
+        let (leader, current) = match epoch {
+            Some(_) => (
+                "leader AS (SELECT epoch FROM scheduler_leader WHERE id = 1 FOR SHARE), ",
+                "WHERE EXISTS (SELECT 1 FROM leader WHERE epoch = $3)",
+            ),
+            None => ("", ""),
+        };
+        let sql = format!(
+            "WITH {leader}t AS (INSERT INTO tasks (seq, {INSERTED}) \
+               SELECT v.seq, {SELECTED} FROM {source} {current} ORDER BY v.ord \
+               RETURNING seq, exclusive_resources, shared_resources), \
+             r AS ({CLAIMS_FROM_T}) \
+             SELECT count(*) AS n FROM t"
+        );
+        let statements = tasks
+            .chunks(CHUNK)
+            .zip(seqs.chunks(CHUNK))
+            .zip(unblocked.chunks(CHUNK))
+            .map(|((tasks, seqs), unblocked)| {
+                let rows: Vec<SeqTaskRow> = tasks
+                    .iter()
+                    .zip(seqs)
+                    .zip(unblocked)
+                    .map(|((task, &seq), &unblocked)| SeqTaskRow {
+                        seq,
+                        task: TaskRow::new(task, unblocked, now),
+                    })
+                    .collect();
+                let mut values = vec![Value::from(now), json_rows_value(&rows)];
+                values.extend(epoch.map(Value::from));
+                (stmt(backend, &sql, values), rows.len())
+            })
+            .collect();
+        PgInsert {
+            statements,
+            checks_epoch: epoch.is_some(),
+        }
+    }
+
+    /// True when the insert is one statement: atomic without a
+    /// transaction around it.
+    pub fn is_one_statement(&self) -> bool {
+        self.statements.len() == 1
+    }
+
+    /// Runs the insert on `conn` (a transaction unless
+    /// [`is_one_statement`](Self::is_one_statement)).
+    pub async fn run(self, conn: &impl ConnectionTrait) -> Result<Inserted, DbErr> {
+        for (statement, expected) in self.statements {
+            let row = conn.query_one_raw(statement).await?;
+            let inserted: i64 = match row {
+                Some(row) => get(&row, "n")?,
+                None => 0,
+            };
+            if inserted == 0 && expected > 0 && self.checks_epoch {
+                // No row at all: only the epoch condition does that.
+                return Ok(Inserted::Fenced);
+            }
+            if inserted != expected as i64 {
+                return Err(DbErr::Custom(format!(
+                    "inserted {inserted} of {expected} tasks"
+                )));
+            }
+        }
+        Ok(Inserted::All)
+    }
 }
 
 /// A row of seqs for [`json_rows`].
@@ -427,10 +573,12 @@ pub async fn load_unfinished(conn: &impl ConnectionTrait) -> Result<Vec<TaskReco
 pub const PURGE_BATCH: usize = 1000;
 
 /// Deletes tasks in `states` (final ones) that finished before
-/// `finished_before`, a batch per statement, so that memory stays flat
-/// whatever the count. Returns how many were deleted.
+/// `finished_before`, with their claims (`task_resources` has no foreign
+/// key to cascade along: migration m0006), a batch per transaction, so
+/// that memory stays flat whatever the count. Returns how many were
+/// deleted.
 pub async fn purge(
-    conn: &impl ConnectionTrait,
+    db: &DatabaseConnection,
     states: &[TaskState],
     finished_before: i64,
 ) -> Result<u64, DbErr> {
@@ -438,24 +586,33 @@ pub async fn purge(
     if states.is_empty() {
         return Ok(0);
     }
+    let backend = db.get_database_backend();
     let list: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
-    let sql = format!(
+    let delete_tasks = format!(
         "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE state IN ({}) AND finished_at < $1 \
-         ORDER BY seq LIMIT {PURGE_BATCH})",
+         ORDER BY seq LIMIT {PURGE_BATCH}) RETURNING seq",
         list.join(", ")
+    );
+    let delete_claims = format!(
+        "DELETE FROM task_resources WHERE {}",
+        seq_in(backend, "task_seq", 1)
     );
     let mut deleted = 0;
     loop {
-        let n = conn
-            .execute_raw(stmt(
-                conn.get_database_backend(),
-                &sql,
-                [Value::from(finished_before)],
-            ))
+        let txn = db.begin().await?;
+        let seqs: Vec<i64> = txn
+            .query_all_raw(stmt(backend, &delete_tasks, [Value::from(finished_before)]))
             .await?
-            .rows_affected();
-        deleted += n;
-        if n < PURGE_BATCH as u64 {
+            .iter()
+            .map(|row| row.try_get("", "seq"))
+            .collect::<Result<_, _>>()?;
+        for chunk in seqs.chunks(CHUNK) {
+            txn.execute_raw(stmt(backend, &delete_claims, [seq_rows(chunk)]))
+                .await?;
+        }
+        txn.commit().await?;
+        deleted += seqs.len() as u64;
+        if seqs.len() < PURGE_BATCH {
             return Ok(deleted);
         }
     }
