@@ -17,6 +17,7 @@
 //! resources are released.
 
 mod core;
+mod pipeline;
 
 use crate::task::{NewTask, Outcome, Progress, TaskRecord};
 use pulp_common::names::{TaskGroupId, TaskId, WorkerName};

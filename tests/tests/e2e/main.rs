@@ -11,6 +11,7 @@ mod groups;
 mod health;
 mod listing;
 mod observability;
+mod pipeline;
 mod purge;
 mod python_client;
 mod quickstart;
