@@ -295,10 +295,16 @@ impl Core {
     /// and rebuilds the state.
     async fn committed(&mut self, result: Result<(), RoundError>, round: Applied) {
         if self.finish(round, result).is_err() {
-            let _ = self.settle().await;
-            if let Err(err) = self.rebuild().await {
-                warn!(error = %err, "cannot rebuild the state yet; will retry");
-            }
+            self.recover().await;
+        }
+    }
+
+    /// After a failed round: answers the rest of the rounds in flight, then
+    /// rebuilds the state from the database (retried later if it is down).
+    async fn recover(&mut self) {
+        let _ = self.settle().await;
+        if let Err(err) = self.rebuild().await {
+            warn!(error = %err, "cannot rebuild the state yet; will retry");
         }
     }
 
@@ -414,10 +420,8 @@ impl Core {
             Ok(txn) => txn.commit().await.map_err(RoundError::from),
             Err(err) => Err(err.into()),
         };
-        if self.finish(round, result).is_err()
-            && let Err(err) = self.rebuild().await
-        {
-            warn!(error = %err, "cannot rebuild the state yet; will retry");
+        if self.finish(round, result).is_err() {
+            self.recover().await;
         }
     }
 
@@ -478,11 +482,10 @@ impl Core {
                 self.pipeline.write(self.db.clone(), write, round);
             }
             Err(err) => {
+                // Rounds are answered in order: those in flight first.
                 let _ = self.settle().await;
                 let _ = self.finish(round, Err(err.into()));
-                if let Err(err) = self.rebuild().await {
-                    warn!(error = %err, "cannot rebuild the state yet; will retry");
-                }
+                self.recover().await;
             }
         }
     }
@@ -1351,14 +1354,7 @@ impl Core {
         }
         let pairs = self.start_picked(picks, now, effects);
         if !pairs.is_empty() {
-            let pairs: Vec<(i64, &str)> = pairs.iter().map(|(seq, w)| (*seq, w.as_str())).collect();
-            let changed = tasks::claim(txn, &pairs, now).await?;
-            if changed != pairs.len() as u64 {
-                return Err(DbErr::Custom(format!(
-                    "claimed {changed} of {} tasks: the database disagrees with memory",
-                    pairs.len()
-                )));
-            }
+            tasks::claim(txn, &pairs, now).await?;
         }
         Ok(())
     }

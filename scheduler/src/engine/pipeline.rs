@@ -65,18 +65,7 @@ impl DispatchWrite {
             return Err(RoundError::Fenced);
         }
         if !self.assigned.is_empty() {
-            let pairs: Vec<(i64, &str)> = self
-                .assigned
-                .iter()
-                .map(|(seq, worker)| (*seq, worker.as_str()))
-                .collect();
-            let changed = tasks::claim(&txn, &pairs, self.now).await?;
-            if changed != pairs.len() as u64 {
-                return Err(RoundError::Database(format!(
-                    "claimed {changed} of {} new tasks",
-                    pairs.len()
-                )));
-            }
+            tasks::claim(&txn, &self.assigned, self.now).await?;
         }
         txn.commit().await?;
         Ok(())

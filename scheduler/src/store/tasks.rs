@@ -39,20 +39,6 @@ const ROW_COLUMNS: [(&str, JsonType); 10] = [
     ("timeout_ms", JsonType::BigInt),
     ("unblocked_at", JsonType::BigInt),
 ];
-/// [`ROW_COLUMNS`] after a chosen seq ([`SeqTaskRow`]).
-const ROW_COLUMNS_WITH_SEQ: [(&str, JsonType); 11] = [
-    ("seq", JsonType::BigInt),
-    ROW_COLUMNS[0],
-    ROW_COLUMNS[1],
-    ROW_COLUMNS[2],
-    ROW_COLUMNS[3],
-    ROW_COLUMNS[4],
-    ROW_COLUMNS[5],
-    ROW_COLUMNS[6],
-    ROW_COLUMNS[7],
-    ROW_COLUMNS[8],
-    ROW_COLUMNS[9],
-];
 /// The columns a new task row fills, and what fills them from `v`, a
 /// [`json_rows`] source of [`TaskRow`]s (`$1` is the time).
 const INSERTED: &str = "id, func, args, kwargs, exclusive_resources, shared_resources, \
@@ -215,7 +201,12 @@ impl PgInsert {
         debug_assert_eq!(tasks.len(), seqs.len());
         debug_assert_eq!(tasks.len(), unblocked.len());
         let backend = DbBackend::Postgres;
-        let source = json_rows(backend, 2, &ROW_COLUMNS_WITH_SEQ);
+        // A [`SeqTaskRow`]: the chosen seq, then a [`TaskRow`].
+        let columns: Vec<(&str, JsonType)> = [("seq", JsonType::BigInt)]
+            .into_iter()
+            .chain(ROW_COLUMNS)
+            .collect();
+        let source = json_rows(backend, 2, &columns);
         let (leader, current) = match epoch {
             Some(_) => (
                 "leader AS (SELECT epoch FROM scheduler_leader WHERE id = 1 FOR SHARE), ",
@@ -322,13 +313,14 @@ pub async fn set_unblocked(
 }
 
 /// Assigns WAITING tasks to workers, `(seq, worker)` pairs: RUNNING,
-/// attempt + 1, one statement per chunk. Returns how many rows changed (the
-/// caller expects all of them).
+/// attempt + 1, one statement per chunk. Every one must change: a task
+/// that is not WAITING in the database means memory and database disagree,
+/// an error that fails the round.
 pub async fn claim(
     conn: &impl ConnectionTrait,
-    picks: &[(i64, &str)],
+    picks: &[(i64, String)],
     now: i64,
-) -> Result<u64, DbErr> {
+) -> Result<(), DbErr> {
     let backend = conn.get_database_backend();
     #[derive(Serialize)]
     struct Row<'a> {
@@ -349,7 +341,7 @@ pub async fn claim(
     for chunk in picks.chunks(CHUNK) {
         let rows: Vec<Row> = chunk
             .iter()
-            .map(|&(seq, worker)| Row { seq, worker })
+            .map(|(seq, worker)| Row { seq: *seq, worker })
             .collect();
         let values = [Value::from(now), json_rows_value(&rows)];
         changed += conn
@@ -357,7 +349,13 @@ pub async fn claim(
             .await?
             .rows_affected();
     }
-    Ok(changed)
+    if changed != picks.len() as u64 {
+        return Err(DbErr::Custom(format!(
+            "claimed {changed} of {} tasks: the database disagrees with memory",
+            picks.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Puts an assigned task back to WAITING (its worker never received it).
